@@ -1,0 +1,230 @@
+//! Settings: the optional TOML config file merged with command-line flags and
+//! environment variables. Every setting has a default; the file may be absent.
+//!
+//! ```toml
+//! # $XDG_CONFIG_HOME/keyhaven/config.toml
+//! data_dir = "/home/me/.local/share/keyhaven"   # database and lock
+//! key_file = "/home/me/.config/keyhaven/keyhaven.key"
+//! max_secret_bytes = 65536                       # largest secret accepted
+//! max_connections = 128                          # concurrent client connections
+//! allowed_uids = []                              # other uids allowed besides the daemon's own
+//! log_format = "text"                            # or "json"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keyhaven_proto::paths::{self, Env};
+use serde::Deserialize;
+
+use crate::error::StartError;
+
+/// Default for [`Settings::max_secret_bytes`].
+pub const DEFAULT_MAX_SECRET_BYTES: usize = 64 * 1024;
+/// Hard ceiling for [`Settings::max_secret_bytes`]: the store is for tokens.
+pub const MAX_SECRET_BYTES_CEILING: usize = 1024 * 1024;
+/// Default for [`Settings::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
+
+/// The config file's contents. Unknown keys are an error, so a typo does not
+/// silently leave a default in place.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory for the database and lock file.
+    pub data_dir: Option<PathBuf>,
+    /// Path of the key file (the key-file tier).
+    pub key_file: Option<PathBuf>,
+    /// Largest secret accepted, in bytes.
+    pub max_secret_bytes: Option<usize>,
+    /// Most concurrent client connections.
+    pub max_connections: Option<usize>,
+    /// Uids allowed to connect besides the daemon's own.
+    pub allowed_uids: Option<Vec<u32>>,
+    /// `text` or `json`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What the command line gave; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--key-file`.
+    pub key_file: Option<PathBuf>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// Everything the daemon needs to start, with every path decided.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Socket to listen on.
+    pub socket: PathBuf,
+    /// Directory of the database and lock file.
+    pub data_dir: PathBuf,
+    /// Key file of the key-file tier.
+    pub key_file: PathBuf,
+    /// Largest secret accepted, in bytes.
+    pub max_secret_bytes: usize,
+    /// Most concurrent client connections served; more get RESOURCE_EXHAUSTED.
+    pub max_connections: usize,
+    /// Uids allowed besides the daemon's own.
+    pub allowed_uids: Vec<u32>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// How long in-flight requests may take to finish after a stop signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Settings for a daemon whose files all live under `dir` (tests, tools).
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            socket: dir.join("run").join(paths::SOCKET_NAME),
+            data_dir: dir.join("data"),
+            key_file: dir.join("config").join(paths::KEY_FILE_NAME),
+            max_secret_bytes: DEFAULT_MAX_SECRET_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allowed_uids: Vec::new(),
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+
+    /// Decides every setting: flag > env > config file > XDG > fallback.
+    /// A config file named by flag or env must exist; the default one may not.
+    pub fn resolve(over: &Overrides, env: &dyn Env) -> Result<Self, StartError> {
+        let explicit = over.config.is_some() || env.var(paths::ENV_CONFIG).is_some();
+        let config_path = paths::config_file(over.config.as_deref(), env)?;
+        let file = load_file(&config_path, explicit)?;
+        let max_secret_bytes = file.max_secret_bytes.unwrap_or(DEFAULT_MAX_SECRET_BYTES);
+        if max_secret_bytes == 0 || max_secret_bytes > MAX_SECRET_BYTES_CEILING {
+            return Err(StartError::Config {
+                path: config_path,
+                reason: format!(
+                    "max_secret_bytes must be between 1 and {MAX_SECRET_BYTES_CEILING}"
+                ),
+            });
+        }
+        let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err(StartError::Config {
+                path: config_path,
+                reason: "max_connections must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            socket: paths::socket(over.socket.as_deref(), env),
+            data_dir: paths::data_dir(over.data_dir.as_deref(), file.data_dir.as_deref(), env)?,
+            key_file: paths::key_file(over.key_file.as_deref(), file.key_file.as_deref(), env)?,
+            max_secret_bytes,
+            max_connections,
+            allowed_uids: file.allowed_uids.unwrap_or_default(),
+            log_format: over.log_format.or(file.log_format).unwrap_or_default(),
+            shutdown_grace: Duration::from_secs(10),
+        })
+    }
+
+    /// The SQLite database file.
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join(paths::DATABASE_NAME)
+    }
+
+    /// The lock file that keeps a second daemon off this store.
+    pub fn lock_file(&self) -> PathBuf {
+        self.data_dir.join(paths::LOCK_NAME)
+    }
+}
+
+fn load_file(path: &Path, must_exist: bool) -> Result<FileConfig, StartError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            return Ok(FileConfig::default());
+        }
+        Err(source) => {
+            return Err(StartError::Io {
+                what: "read the config file",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|e| StartError::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+
+    #[test]
+    fn file_settings_sit_between_env_and_xdg() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"/from/file\"\nmax_secret_bytes = 100\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let cfg_os = OsString::from(cfg.as_os_str());
+        let env = move |name: &str| match name {
+            "KEYHAVEN_CONFIG" => Some(cfg_os.clone()),
+            "HOME" => Some(OsString::from("/home/u")),
+            _ => None,
+        };
+        let s = Settings::resolve(&Overrides::default(), &env).unwrap();
+        assert_eq!(s.data_dir, Path::new("/from/file"));
+        assert_eq!(s.max_secret_bytes, 100);
+        assert_eq!(s.log_format, LogFormat::Json);
+        let over = Overrides {
+            data_dir: Some("/flag".into()),
+            log_format: Some(LogFormat::Text),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&over, &env).unwrap();
+        assert_eq!(s.data_dir, Path::new("/flag"));
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_explicit_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, "max_secret_byte = 1\n").unwrap();
+        let over = Overrides {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        };
+        let home = |n: &str| (n == "HOME").then(|| OsString::from("/home/u"));
+        let err = Settings::resolve(&over, &home).unwrap_err().to_string();
+        assert!(err.contains("max_secret_byte"), "{err}");
+        let over = Overrides {
+            config: Some(dir.path().join("absent.toml")),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(&over, &home).is_err());
+        // The default config file may be absent.
+        assert!(Settings::resolve(&Overrides::default(), &home).is_ok());
+    }
+}

@@ -1,0 +1,153 @@
+//! Private directories and files: created with their mode from the first
+//! byte, then verified (owner, mode, not a symlink). Nothing here ever
+//! loosens or silently fixes permissions.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use keyhaven_proto::paths::current_uid;
+
+use crate::error::StartError;
+
+/// Creates `dir` (and missing parents) with mode 0700 if needed, then checks
+/// that it is a real directory owned by this user with no group or other
+/// access.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), StartError> {
+    match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(source) => {
+            return Err(StartError::Io {
+                what: "create directory",
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    }
+    verify_private(dir, true)
+}
+
+/// Checks an existing path: not a symlink, the right kind, owned by this
+/// user, no group/other permission bits.
+pub fn verify_private(path: &Path, want_dir: bool) -> Result<(), StartError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| StartError::Io {
+        what: "inspect",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let insecure = |reason: String| StartError::Insecure {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        return Err(insecure(
+            "it is a symbolic link; keyhaven only uses real directories and files it owns".into(),
+        ));
+    }
+    if want_dir && !ft.is_dir() {
+        return Err(insecure("it is not a directory".into()));
+    }
+    if !want_dir && !ft.is_file() {
+        return Err(insecure("it is not a regular file".into()));
+    }
+    let uid = current_uid();
+    if meta.uid() != uid {
+        return Err(insecure(format!(
+            "it is owned by uid {} but keyhavend runs as uid {uid}; another user may have created it",
+            meta.uid()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        let want = if want_dir { "700" } else { "600" };
+        return Err(insecure(format!(
+            "its mode is {mode:03o}, which lets other users in; run `chmod {want} {}`",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `path` with mode 0600 if it does not exist (never following a
+/// symlink), then verifies it. Returns true when it was created.
+pub fn ensure_private_file(path: &Path) -> Result<bool, StartError> {
+    let created = match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(source) => {
+            return Err(StartError::Io {
+                what: "create",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    verify_private(path, false)?;
+    Ok(created)
+}
+
+/// Writes `bytes` to a new file at `path` with mode 0600 and makes it
+/// durable (file and directory fsync). Fails if the file exists.
+pub fn write_new_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn creates_dirs_and_files_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let file = dir.join("f");
+        assert!(ensure_private_file(&file).unwrap());
+        assert!(!ensure_private_file(&file).unwrap());
+        assert_eq!(mode(&file), 0o600);
+    }
+
+    #[test]
+    fn refuses_open_modes_and_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = ensure_private_dir(&open).unwrap_err().to_string();
+        assert!(err.contains("mode is 755") && err.contains("chmod 700"), "{err}");
+
+        let real = tmp.path().join("real");
+        ensure_private_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = ensure_private_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+
+        let file_link = tmp.path().join("file-link");
+        std::os::unix::fs::symlink(real.join("target"), &file_link).unwrap();
+        assert!(ensure_private_file(&file_link).is_err());
+        assert!(!real.join("target").exists(), "must not create through a symlink");
+    }
+}

@@ -1,0 +1,222 @@
+//! keyhavend: one daemon per user that owns the token store and serves it
+//! over gRPC on a Unix socket.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from flags, environment and the optional TOML file.
+//! - [`fsutil`]: private directories and files (created with their mode,
+//!   then verified).
+//! - [`custody`]: where the data key lives ([`custody::KeySource`]); the
+//!   key-file tier.
+//! - [`crypto`]: AES-256-GCM sealing bound to the credential key.
+//! - [`store`]: SQLite through sqlx; only ciphertext is stored.
+//! - [`listener`]: socket binding and the peer-credential accept loop.
+//! - [`service`]: the gRPC services.
+//! - [`error`]: error types and the one mapping to gRPC statuses.
+//!
+//! Start-up order: settings, data directory (0700), store lock, database
+//! (migrated), data key (checked against the store), socket (0700 dir, 0600
+//! socket), serve until the shutdown future completes.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod crypto;
+pub mod custody;
+pub mod error;
+pub mod fsutil;
+pub mod listener;
+pub mod service;
+pub mod store;
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyhaven_proto::pb::credentials_server::CredentialsServer;
+use keyhaven_proto::pb::daemon_server::DaemonServer;
+use tokio::net::UnixListener;
+use tonic::service::interceptor::InterceptedService;
+
+pub use crate::config::Settings;
+use crate::custody::{KeyFile, KeySource, KeyTier};
+pub use crate::error::StartError;
+use crate::listener::{AcceptPolicy, BoundSocket};
+use crate::service::{CredentialsService, DaemonService, Shared};
+use crate::store::Database;
+
+/// Room for the key, label and framing on top of the largest secret.
+const MESSAGE_OVERHEAD: usize = 16 * 1024;
+
+/// A daemon that has taken its lock, opened its store and bound its socket,
+/// and is ready to [`serve`](Prepared::serve).
+#[derive(Debug)]
+pub struct Prepared {
+    shared: Arc<Shared>,
+    socket: BoundSocket,
+    policy: AcceptPolicy,
+    max_message: usize,
+    shutdown_grace: Duration,
+    _lock: File,
+}
+
+impl Prepared {
+    /// The socket clients connect to.
+    pub fn socket_path(&self) -> &Path {
+        self.socket.path()
+    }
+
+    /// The database file.
+    pub fn store_path(&self) -> &Path {
+        self.shared.store.path()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish
+    /// (up to the grace period), closes the store and removes the socket.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        let Some(listener) = self.socket.take_listener() else {
+            return Ok(());
+        };
+        tracing::info!(
+            socket = %self.socket.path().display(),
+            store = %self.shared.store.path().display(),
+            key_tier = %self.shared.key_tier,
+            pid = std::process::id(),
+            "keyhavend is serving"
+        );
+        let result = serve(
+            listener,
+            self.shared.clone(),
+            self.policy.clone(),
+            self.max_message,
+            self.shutdown_grace,
+            shutdown,
+        )
+        .await;
+        self.shared.store.close().await;
+        tracing::info!("keyhavend stopped");
+        result.map_err(|e| StartError::Io {
+            what: "serve on",
+            path: self.socket.path().to_path_buf(),
+            source: std::io::Error::other(e),
+        })
+    }
+}
+
+/// Serves the keyhaven services on `listener` until `shutdown` completes.
+/// Every connection passes the peer check in [`listener::incoming`] first.
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    policy: AcceptPolicy,
+    max_message: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let credentials = CredentialsServer::new(CredentialsService::new(shared.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let daemon = DaemonServer::new(DaemonService::new(shared));
+    let incoming = listener::incoming(listener, policy);
+    let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("stopping: finishing in-flight requests");
+        let _ = fired_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(64)
+        .http2_max_header_list_size(16 * 1024)
+        .timeout(Duration::from_secs(30))
+        .add_service(InterceptedService::new(credentials, listener::admit))
+        .add_service(InterceptedService::new(daemon, listener::admit))
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = async {
+            if fired_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Takes the lock, opens the store with its key and binds the socket.
+pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
+    fsutil::ensure_private_dir(&settings.data_dir)?;
+    let lock = take_lock(&settings.lock_file())?;
+    let db_path = settings.database();
+    let database = Database::open(&db_path).await?;
+    let key_ids = database.key_ids().await.map_err(StartError::from)?;
+    let source = KeyFile::new(&settings.key_file);
+    let loaded = custody::obtain(&source, &key_ids, &db_path)?;
+    if loaded.created {
+        tracing::info!(key_id = loaded.key.id(), source = %loaded.source_desc, "generated a new data key");
+    }
+    if loaded.tier == KeyTier::File {
+        tracing::warn!(
+            key_file = %settings.key_file.display(),
+            "the data key is kept in a 0600 key file: it protects copies of the database alone \
+             (backups, sync folders) but not against programs running as you or anyone who can \
+             read your home directory"
+        );
+    }
+    let store = database.with_key(loaded.key).await.map_err(|e| match e {
+        store::StoreError::WrongKey { expected, found } => StartError::Key(custody::KeyError::WrongKey {
+            source_desc: source.describe(),
+            found,
+            expected,
+            store: db_path.clone(),
+        }),
+        other => StartError::Store(other),
+    })?;
+    let socket = listener::bind(&settings.socket)?;
+    let shared = Arc::new(Shared {
+        store,
+        max_secret_bytes: settings.max_secret_bytes,
+        key_tier: loaded.tier,
+        key_source: loaded.source_desc,
+        started: Instant::now(),
+    });
+    Ok(Prepared {
+        shared,
+        socket,
+        policy: AcceptPolicy {
+            own_uid: keyhaven_proto::paths::current_uid(),
+            allowed_uids: settings.allowed_uids.clone(),
+            max_connections: settings.max_connections,
+        },
+        max_message: settings.max_secret_bytes + MESSAGE_OVERHEAD,
+        shutdown_grace: settings.shutdown_grace,
+        _lock: lock,
+    })
+}
+
+fn take_lock(path: &PathBuf) -> Result<File, StartError> {
+    fsutil::ensure_private_file(path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| StartError::Io {
+            what: "open the lock file",
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StartError::AlreadyRunning { path: path.clone() }),
+        Err(TryLockError::Error(source)) => Err(StartError::Io {
+            what: "lock",
+            path: path.clone(),
+            source,
+        }),
+    }
+}

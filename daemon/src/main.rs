@@ -1,0 +1,118 @@
+//! `keyhavend`: parses flags, sets up logging, runs the daemon until SIGTERM
+//! or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use keyhaven_daemon::config::{LogFormat, Overrides, Settings};
+use keyhaven_proto::paths::ProcessEnv;
+use tracing_subscriber::EnvFilter;
+
+/// keyhavend: the per-user credential daemon for media applications.
+///
+/// Logging: KEYHAVEN_LOG (or RUST_LOG) sets the filter, e.g. `debug`.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Socket to listen on [env: KEYHAVEN_SOCKET]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Directory for the database and lock file [env: KEYHAVEN_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Data key file (key-file tier) [env: KEYHAVEN_KEY_FILE]
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+    /// Config file (TOML, optional) [env: KEYHAVEN_CONFIG]
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log format
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> ExitCode {
+    harden_process();
+    let args = Args::parse();
+    let overrides = Overrides {
+        config: args.config,
+        socket: args.socket,
+        data_dir: args.data_dir,
+        key_file: args.key_file,
+        log_format: args.log_format,
+    };
+    let settings = match Settings::resolve(&overrides, &ProcessEnv) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("keyhavend: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(settings.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("keyhavend: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let prepared = keyhaven_daemon::prepare(&settings).await?;
+    let shutdown = shutdown_signal()?;
+    prepared.serve(shutdown).await?;
+    Ok(())
+}
+
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("received SIGTERM"),
+            _ = int.recv() => tracing::info!("received SIGINT"),
+        }
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("KEYHAVEN_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// No core dumps, and not dumpable: another process cannot read the data
+/// key or secrets out of this one's memory through ptrace or /proc.
+fn harden_process() {
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+}

@@ -1,0 +1,548 @@
+//! The credential store: SQLite through sqlx, every secret sealed.
+//!
+//! One writer connection (writes are serialized, each in a `BEGIN IMMEDIATE`
+//! transaction) and a small pool of readers, in WAL mode with
+//! `synchronous=FULL`, so an acknowledged write survives a crash or power
+//! loss. The database file is created 0600 before SQLite opens it, so the
+//! `-wal` and `-shm` files inherit that mode.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyhaven_proto::{CanonicalKey, Secret, time::now_unix_ms};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{FromRow, Sqlite, Transaction};
+
+use crate::crypto::{CryptoError, DataKey, Sealed};
+use crate::error::StartError;
+use crate::fsutil;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A store failure, in terms a caller can act on. Never carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such credential, or it has expired.
+    #[error("{}", if *.expired { format!("credential {key} has expired") } else { format!("no credential {key}") })]
+    NotFound {
+        /// The key asked for.
+        key: CanonicalKey,
+        /// True when a row exists but its `expires_at` has passed.
+        expired: bool,
+    },
+    /// Compare-and-swap failed.
+    #[error("{}", conflict_message(.key, *.expected, *.actual))]
+    Conflict {
+        /// The key.
+        key: CanonicalKey,
+        /// The revision the caller expected (0: must not exist).
+        expected: u64,
+        /// The stored revision, `None` when absent.
+        actual: Option<u64>,
+    },
+    /// The row exists but its secret cannot be opened with the store's key.
+    #[error(
+        "credential {key} cannot be decrypted: {reason}. The row was tampered with or copied \
+         from another credential; other credentials are unaffected"
+    )]
+    Unsealable {
+        /// The key.
+        key: CanonicalKey,
+        /// Why.
+        reason: CryptoError,
+    },
+    /// A row holds values no valid write could have produced.
+    #[error("credential row {row_id} is corrupt: {reason}")]
+    Corrupt {
+        /// The SQLite rowid.
+        row_id: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store is sealed with a key other than the one given.
+    #[error("the store is sealed with key {expected}, not {found}")]
+    WrongKey {
+        /// The key ids recorded in the store.
+        expected: String,
+        /// The id of the key given.
+        found: String,
+    },
+    /// The store's record of its key does not open with the key.
+    #[error("the check value of key {key_id} does not verify: wrong key or damaged store")]
+    MissingKey {
+        /// The key id.
+        key_id: String,
+    },
+    /// Sealing failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn conflict_message(key: &CanonicalKey, expected: u64, actual: Option<u64>) -> String {
+    match (expected, actual) {
+        (0, Some(rev)) => format!("credential {key} already exists (revision {rev})"),
+        (_, None) => format!("credential {key} does not exist (expected revision {expected})"),
+        (_, Some(rev)) => {
+            format!("credential {key} is at revision {rev}, not {expected}; re-read it and retry")
+        }
+    }
+}
+
+/// Everything about a credential except its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Its key.
+    pub key: CanonicalKey,
+    /// Store-wide unique, increasing revision.
+    pub revision: u64,
+    /// Unix ms of the first write.
+    pub created_at: i64,
+    /// Unix ms of the latest write.
+    pub updated_at: i64,
+    /// Unix ms after which it is no longer served.
+    pub expires_at: Option<i64>,
+    /// A label for people.
+    pub label: Option<String>,
+}
+
+/// A write.
+#[derive(Debug)]
+pub struct Put {
+    /// Where.
+    pub key: CanonicalKey,
+    /// What.
+    pub secret: Secret,
+    /// Replaces the label.
+    pub label: Option<String>,
+    /// Replaces the expiry.
+    pub expires_at: Option<i64>,
+    /// Compare-and-swap: `Some(0)` must not exist, `Some(n)` must be at `n`.
+    pub expected_revision: Option<u64>,
+}
+
+/// What [`Store::list`] selects.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    /// Exact provider.
+    pub provider: Option<String>,
+    /// Exact server id (may be empty).
+    pub server_id: Option<String>,
+    /// Exact user id (may be empty).
+    pub user_id: Option<String>,
+    /// Only keys strictly after this one (pagination).
+    pub after: Option<CanonicalKey>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+#[derive(FromRow)]
+struct Row {
+    id: i64,
+    provider: String,
+    server_id: String,
+    user_id: String,
+    token_type: String,
+    label: Option<String>,
+    revision: i64,
+    created_at: i64,
+    updated_at: i64,
+    expires_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+struct SealedRow {
+    #[sqlx(flatten)]
+    row: Row,
+    ciphertext: Vec<u8>,
+    nonce: Vec<u8>,
+    key_id: String,
+}
+
+/// The metadata columns, as a literal so queries stay `&'static str`.
+macro_rules! meta_columns {
+    () => {
+        "id, provider, server_id, user_id, token_type, label, revision, created_at, updated_at, expires_at"
+    };
+}
+
+/// The WHERE clause selecting one credential by its four key fields.
+macro_rules! by_key {
+    () => {
+        " WHERE provider = ? AND server_id = ? AND user_id = ? AND token_type = ?"
+    };
+}
+
+impl Row {
+    fn metadata(self) -> Result<Metadata, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            row_id: self.id,
+            reason,
+        };
+        let key = CanonicalKey::new(&self.provider, &self.server_id, &self.user_id, &self.token_type)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let revision = u64::try_from(self.revision)
+            .ok()
+            .filter(|r| *r > 0)
+            .ok_or_else(|| corrupt(format!("revision {} is not positive", self.revision)))?;
+        Ok(Metadata {
+            key,
+            revision,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            label: self.label,
+        })
+    }
+}
+
+/// An open, migrated database whose data key is not attached yet.
+#[derive(Debug)]
+pub struct Database {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    path: PathBuf,
+}
+
+/// The store, ready to serve: database plus data key.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Database>,
+    key: Arc<DataKey>,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path`, whose directory
+    /// must already be private, and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, StartError> {
+        fsutil::ensure_private_file(path)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = PathBuf::from(side);
+            if side.exists() {
+                fsutil::verify_private(&side, false)?;
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(StoreError::from)?;
+        MIGRATOR.run(&writer).await.map_err(StoreError::from)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Self {
+            writer,
+            reader,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The ids of the data keys this store was sealed with; empty for a
+    /// store that has never been keyed.
+    pub async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT key_id FROM data_keys ORDER BY created_at")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    /// Attaches the data key: verifies its check value, or records it when
+    /// the store has never been keyed.
+    pub async fn with_key(self, key: DataKey) -> Result<Store, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let known: Vec<(String, Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT key_id, check_nonce, check_value FROM data_keys")
+                .fetch_all(&mut *tx)
+                .await?;
+        if known.is_empty() {
+            let check = key.seal_check()?;
+            sqlx::query(
+                "INSERT INTO data_keys (key_id, check_nonce, check_value, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(key.id())
+            .bind(&check.nonce)
+            .bind(&check.ciphertext)
+            .bind(now_unix_ms())
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            let Some((_, nonce, value)) = known.iter().find(|(id, _, _)| id == key.id()) else {
+                let expected = known.iter().map(|k| k.0.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(StoreError::WrongKey {
+                    expected,
+                    found: key.id().to_owned(),
+                });
+            };
+            let check = Sealed {
+                nonce: nonce.clone(),
+                ciphertext: value.clone(),
+            };
+            if !key.verify_check(&check) {
+                return Err(StoreError::MissingKey {
+                    key_id: key.id().to_owned(),
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(Store {
+            inner: Arc::new(self),
+            key: Arc::new(key),
+        })
+    }
+}
+
+impl Store {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The id of the data key in use.
+    pub fn key_id(&self) -> &str {
+        self.key.id()
+    }
+
+    /// Writes a credential, honouring `expected_revision`.
+    pub async fn put(&self, put: Put) -> Result<(Metadata, bool), StoreError> {
+        let sealed = self.key.seal(&put.key, put.secret.expose())?;
+        let now = now_unix_ms();
+        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let existing = fetch_meta(&mut tx, &put.key).await?;
+        if let Some(expected) = put.expected_revision {
+            let actual = existing.as_ref().map(|m| m.revision);
+            let ok = match (expected, actual) {
+                (0, None) => true,
+                (e, Some(a)) => e == a,
+                (_, None) => false,
+            };
+            if !ok {
+                return Err(StoreError::Conflict {
+                    key: put.key,
+                    expected,
+                    actual,
+                });
+            }
+        }
+        let revision = next_revision(&mut tx).await?;
+        let created_at = existing.as_ref().map_or(now, |m| m.created_at);
+        sqlx::query(
+            "INSERT INTO auth_tokens (provider, server_id, user_id, token_type, ciphertext, nonce, \
+             key_id, label, revision, created_at, updated_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (provider, server_id, user_id, token_type) DO UPDATE SET \
+             ciphertext = excluded.ciphertext, nonce = excluded.nonce, key_id = excluded.key_id, \
+             label = excluded.label, revision = excluded.revision, \
+             updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+        )
+        .bind(put.key.provider())
+        .bind(put.key.server_id())
+        .bind(put.key.user_id())
+        .bind(put.key.token_type())
+        .bind(&sealed.ciphertext)
+        .bind(&sealed.nonce)
+        .bind(self.key.id())
+        .bind(put.label.as_deref())
+        .bind(revision_to_sql(revision))
+        .bind(created_at)
+        .bind(now)
+        .bind(put.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let created = existing.is_none();
+        Ok((
+            Metadata {
+                key: put.key,
+                revision,
+                created_at,
+                updated_at: now,
+                expires_at: put.expires_at,
+                label: put.label,
+            },
+            created,
+        ))
+    }
+
+    /// Reads and opens a credential. Expired credentials are not returned.
+    pub async fn get(&self, key: &CanonicalKey) -> Result<(Metadata, Secret), StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            meta_columns!(),
+            ", ciphertext, nonce, key_id FROM auth_tokens",
+            by_key!()
+        );
+        let row: Option<SealedRow> = bind_key(sqlx::query_as(sql), key)
+            .fetch_optional(&self.inner.reader)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                key: key.clone(),
+                expired: false,
+            });
+        };
+        let meta = row.row.metadata()?;
+        if meta.expires_at.is_some_and(|t| t <= now_unix_ms()) {
+            return Err(StoreError::NotFound {
+                key: key.clone(),
+                expired: true,
+            });
+        }
+        if row.key_id != self.key.id() {
+            return Err(StoreError::Unsealable {
+                key: key.clone(),
+                reason: CryptoError::Open,
+            });
+        }
+        let sealed = Sealed {
+            nonce: row.nonce,
+            ciphertext: row.ciphertext,
+        };
+        let secret = self
+            .key
+            .open(key, &sealed)
+            .map_err(|reason| StoreError::Unsealable {
+                key: key.clone(),
+                reason,
+            })?;
+        Ok((meta, secret))
+    }
+
+    /// Deletes a credential, honouring `expected_revision`.
+    pub async fn delete(
+        &self,
+        key: &CanonicalKey,
+        expected_revision: Option<u64>,
+    ) -> Result<Metadata, StoreError> {
+        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(meta) = fetch_meta(&mut tx, key).await? else {
+            return Err(StoreError::NotFound {
+                key: key.clone(),
+                expired: false,
+            });
+        };
+        if let Some(expected) = expected_revision
+            && expected != meta.revision
+        {
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                expected,
+                actual: Some(meta.revision),
+            });
+        }
+        sqlx::query(concat!("DELETE FROM auth_tokens", by_key!()))
+            .bind(key.provider())
+            .bind(key.server_id())
+            .bind(key.user_id())
+            .bind(key.token_type())
+            .execute(&mut *tx)
+            .await?;
+        // Deleting consumes a revision too, so revisions order every change.
+        next_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    /// Metadata in key order, filtered and paginated. Never secrets.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Metadata>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            meta_columns!(),
+            " FROM auth_tokens \
+             WHERE (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR server_id = ?2) \
+             AND (?3 IS NULL OR user_id = ?3) \
+             AND (?4 IS NULL OR (provider, server_id, user_id, token_type) > (?4, ?5, ?6, ?7)) \
+             ORDER BY provider, server_id, user_id, token_type LIMIT ?8"
+        );
+        let after = filter.after.as_ref();
+        let rows: Vec<Row> = sqlx::query_as(sql)
+            .bind(filter.provider.as_deref())
+            .bind(filter.server_id.as_deref())
+            .bind(filter.user_id.as_deref())
+            .bind(after.map(CanonicalKey::provider))
+            .bind(after.map(CanonicalKey::server_id))
+            .bind(after.map(CanonicalKey::user_id))
+            .bind(after.map(CanonicalKey::token_type))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.inner.reader)
+            .await?;
+        rows.into_iter().map(Row::metadata).collect()
+    }
+
+    /// How many credentials are stored.
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM auth_tokens")
+            .fetch_one(&self.inner.reader)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Closes both pools, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.inner.reader.close().await;
+        self.inner.writer.close().await;
+    }
+}
+
+fn bind_key<'q, O>(
+    q: sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>,
+    key: &'q CanonicalKey,
+) -> sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments> {
+    q.bind(key.provider())
+        .bind(key.server_id())
+        .bind(key.user_id())
+        .bind(key.token_type())
+}
+
+async fn fetch_meta(
+    tx: &mut Transaction<'static, Sqlite>,
+    key: &CanonicalKey,
+) -> Result<Option<Metadata>, StoreError> {
+    let sql = concat!("SELECT ", meta_columns!(), " FROM auth_tokens", by_key!());
+    let row: Option<Row> = bind_key(sqlx::query_as(sql), key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(Row::metadata).transpose()
+}
+
+async fn next_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<u64, StoreError> {
+    let rev: i64 = sqlx::query_scalar(
+        "UPDATE store_meta SET value = value + 1 WHERE name = 'last_revision' RETURNING value",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    u64::try_from(rev).map_err(|_| StoreError::Corrupt {
+        row_id: 0,
+        reason: format!("store revision counter is {rev}"),
+    })
+}
+
+fn revision_to_sql(rev: u64) -> i64 {
+    i64::try_from(rev).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,32 @@
+//! Exit codes of the `keyhaven` CLI, so scripts can tell outcomes apart.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | other error (I/O, internal) |
+//! | 2 | bad command line (from the argument parser) |
+//! | 3 | not found (no such credential, or it expired) |
+//! | 4 | permission denied |
+//! | 5 | daemon unavailable (not running, store not open) |
+//! | 6 | invalid input (a field or the secret breaks a limit) |
+//! | 7 | conflict (compare-and-swap revision mismatch) |
+//! | 8 | protocol mismatch (daemon and CLI versions differ) |
+
+/// Success.
+pub const OK: u8 = 0;
+/// Any error not covered below.
+pub const FAILURE: u8 = 1;
+/// The command line could not be parsed.
+pub const USAGE: u8 = 2;
+/// The credential does not exist or has expired.
+pub const NOT_FOUND: u8 = 3;
+/// The daemon refused the caller, or a file could not be opened.
+pub const PERMISSION_DENIED: u8 = 4;
+/// The daemon is not running or cannot serve.
+pub const UNAVAILABLE: u8 = 5;
+/// A field or the secret breaks a limit.
+pub const INVALID_INPUT: u8 = 6;
+/// A compare-and-swap write lost: the stored revision differs.
+pub const CONFLICT: u8 = 7;
+/// The daemon speaks another protocol version.
+pub const PROTOCOL_MISMATCH: u8 = 8;

@@ -1,0 +1,341 @@
+//! The credential key: `provider`, `server_id`, `user_id`, `token_type`.
+//!
+//! Both ends validate with the same rules; the daemon's check is the one that
+//! counts. The text form `provider::server_id::user_id::token_type` writes
+//! `%` as `%25` and `:` as `%3A` inside a field, so it round-trips for any
+//! valid key, including ids that contain `::`.
+
+use std::fmt;
+
+use crate::pb;
+
+/// The token type used when none is given.
+pub const DEFAULT_TOKEN_TYPE: &str = "access_token";
+
+/// Length limits, in bytes of UTF-8.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits;
+
+impl Limits {
+    /// `provider` and `token_type`.
+    pub const NAME_BYTES: usize = 64;
+    /// `server_id` and `user_id`.
+    pub const ID_BYTES: usize = 256;
+    /// A credential's label.
+    pub const LABEL_BYTES: usize = 256;
+}
+
+/// Why a key (or label) is not acceptable. Each variant names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The request carried no key at all.
+    #[error("key is required")]
+    MissingKey,
+    /// A required field is empty.
+    #[error("{field} must not be empty")]
+    Empty {
+        /// The field, e.g. `key.provider`.
+        field: &'static str,
+    },
+    /// A field is longer than its limit.
+    #[error("{field} is {len} bytes; the limit is {max}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// A field holds NUL or another control character.
+    #[error("{field} contains a control character (U+{code:04X}) at byte {at}")]
+    ControlChar {
+        /// The field.
+        field: &'static str,
+        /// The code point.
+        code: u32,
+        /// Its byte offset.
+        at: usize,
+    },
+    /// A name field holds a character outside `[A-Za-z0-9._-]`.
+    #[error("{field} may only contain ASCII letters, digits, '.', '_' and '-' (found {found:?} at byte {at})")]
+    BadNameChar {
+        /// The field.
+        field: &'static str,
+        /// The offending character.
+        found: char,
+        /// Its byte offset.
+        at: usize,
+    },
+    /// The text form does not have four `::`-separated fields.
+    #[error("a key is written provider::server_id::user_id::token_type ({0})")]
+    Malformed(&'static str),
+}
+
+/// A validated credential key. Construct it with [`CanonicalKey::new`],
+/// [`CanonicalKey::from_pb`] or [`CanonicalKey::parse`]; an empty token type
+/// becomes [`DEFAULT_TOKEN_TYPE`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CanonicalKey {
+    provider: String,
+    server_id: String,
+    user_id: String,
+    token_type: String,
+}
+
+impl CanonicalKey {
+    /// Validates the four fields. `token_type` may be empty (the default).
+    pub fn new(
+        provider: &str,
+        server_id: &str,
+        user_id: &str,
+        token_type: &str,
+    ) -> Result<Self, KeyError> {
+        let token_type = if token_type.is_empty() {
+            DEFAULT_TOKEN_TYPE
+        } else {
+            token_type
+        };
+        check_name("key.provider", provider)?;
+        check_text("key.server_id", server_id, Limits::ID_BYTES)?;
+        check_text("key.user_id", user_id, Limits::ID_BYTES)?;
+        check_name("key.token_type", token_type)?;
+        Ok(Self {
+            provider: provider.to_owned(),
+            server_id: server_id.to_owned(),
+            user_id: user_id.to_owned(),
+            token_type: token_type.to_owned(),
+        })
+    }
+
+    /// Validates a wire key; `None` (no key in the request) is an error.
+    pub fn from_pb(key: Option<&pb::CredentialKey>) -> Result<Self, KeyError> {
+        let key = key.ok_or(KeyError::MissingKey)?;
+        Self::new(&key.provider, &key.server_id, &key.user_id, &key.token_type)
+    }
+
+    /// The wire form.
+    pub fn to_pb(&self) -> pb::CredentialKey {
+        pb::CredentialKey {
+            provider: self.provider.clone(),
+            server_id: self.server_id.clone(),
+            user_id: self.user_id.clone(),
+            token_type: self.token_type.clone(),
+        }
+    }
+
+    /// Parses the text form `provider::server_id::user_id::token_type`; the
+    /// last field may be left out (`provider::server_id::user_id`).
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let parts: Vec<&str> = text.split("::").collect();
+        let (p, s, u, t) = match parts.as_slice() {
+            [p, s, u] => (*p, *s, *u, ""),
+            [p, s, u, t] => (*p, *s, *u, *t),
+            _ => return Err(KeyError::Malformed("expected 3 or 4 fields")),
+        };
+        let decode = |f: &str| unescape(f).ok_or(KeyError::Malformed("bad %-escape"));
+        Self::new(&decode(p)?, &decode(s)?, &decode(u)?, &decode(t)?)
+    }
+
+    /// `provider`, e.g. `jellyfin`.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+    /// `server_id`; may be empty.
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+    /// `user_id`; may be empty.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+    /// `token_type`, never empty.
+    pub fn token_type(&self) -> &str {
+        &self.token_type
+    }
+
+    /// An unambiguous byte encoding (each field length-prefixed), used as
+    /// associated data when sealing so a sealed secret is bound to its key.
+    pub fn binding_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        for field in [
+            &self.provider,
+            &self.server_id,
+            &self.user_id,
+            &self.token_type,
+        ] {
+            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out
+    }
+}
+
+impl fmt::Display for CanonicalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}::{}::{}::{}",
+            escape(&self.provider),
+            escape(&self.server_id),
+            escape(&self.user_id),
+            escape(&self.token_type)
+        )
+    }
+}
+
+/// Checks a credential label: at most [`Limits::LABEL_BYTES`], no control
+/// characters.
+pub fn check_label(label: &str) -> Result<(), KeyError> {
+    check_text("label", label, Limits::LABEL_BYTES)
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), KeyError> {
+    if value.is_empty() {
+        return Err(KeyError::Empty { field });
+    }
+    check_len(field, value, Limits::NAME_BYTES)?;
+    check_controls(field, value)?;
+    match value
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some((at, found)) => Err(KeyError::BadNameChar { field, found, at }),
+        None => Ok(()),
+    }
+}
+
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), KeyError> {
+    check_len(field, value, max)?;
+    check_controls(field, value)
+}
+
+fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), KeyError> {
+    if value.len() > max {
+        return Err(KeyError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn check_controls(field: &'static str, value: &str) -> Result<(), KeyError> {
+    // Cc covers NUL, C0, DEL and C1; line and paragraph separators would break
+    // line-oriented output too.
+    match value
+        .char_indices()
+        .find(|(_, c)| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        Some((at, c)) => Err(KeyError::ControlChar {
+            field,
+            code: u32::from(c),
+            at,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn escape(field: &str) -> String {
+    field.replace('%', "%25").replace(':', "%3A")
+}
+
+fn unescape(field: &str) -> Option<String> {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(pos) = rest.find('%') {
+        out.push_str(&rest[..pos]);
+        let code = rest.get(pos + 1..pos + 3)?;
+        match code {
+            "25" => out.push('%'),
+            "3A" | "3a" => out.push(':'),
+            _ => return None,
+        }
+        rest = &rest[pos + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: &str, s: &str, u: &str, t: &str) -> CanonicalKey {
+        CanonicalKey::new(p, s, u, t).unwrap()
+    }
+
+    #[test]
+    fn empty_token_type_defaults_to_access_token() {
+        assert_eq!(key("jellyfin", "s", "u", "").token_type(), "access_token");
+    }
+
+    #[test]
+    fn text_form_round_trips_odd_ids() {
+        let cases = [
+            key("jellyfin", "srv-1", "user-1", ""),
+            key("plex", "", "", "api_key"),
+            key("jellyfin", "a::b", "c:d%3A", "refresh_token"),
+            key("emby", "ünïcödé 服务器", "%%", "x"),
+            key("jellyfin", "", "user::", ""),
+        ];
+        for k in cases {
+            let text = k.to_string();
+            assert_eq!(CanonicalKey::parse(&text).unwrap(), k, "{text}");
+        }
+        assert_eq!(
+            key("jellyfin", "srv-1", "user-1", "").to_string(),
+            "jellyfin::srv-1::user-1::access_token"
+        );
+    }
+
+    #[test]
+    fn parse_rejects_malformed_text() {
+        for bad in ["jellyfin", "a::b", "a::b::c::d::e", "a::%zz::c", "a::%2::c"] {
+            assert!(CanonicalKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_violation_names_its_field() {
+        let long_id = "x".repeat(Limits::ID_BYTES + 1);
+        let long_name = "x".repeat(Limits::NAME_BYTES + 1);
+        let cases: [(&str, &str, &str, &str, &str); 8] = [
+            ("", "s", "u", "", "key.provider must not be empty"),
+            (&long_name, "s", "u", "", "key.provider is 65 bytes"),
+            ("jelly fin", "s", "u", "", "key.provider may only contain"),
+            ("jellyfin", &long_id, "u", "", "key.server_id is 257 bytes"),
+            ("jellyfin", "s\0x", "u", "", "key.server_id contains a control character (U+0000)"),
+            ("jellyfin", "s", "u\n", "", "key.user_id contains a control character (U+000A)"),
+            ("jellyfin", "s", "u\u{85}", "", "key.user_id contains a control character (U+0085)"),
+            ("jellyfin", "s", "u", "tok/en", "key.token_type may only contain"),
+        ];
+        for (p, s, u, t, want) in cases {
+            let err = CanonicalKey::new(p, s, u, t).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+        }
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let id = "é".repeat(Limits::ID_BYTES / 2);
+        let name = "n".repeat(Limits::NAME_BYTES);
+        assert!(CanonicalKey::new(&name, &id, &id, &name).is_ok());
+    }
+
+    #[test]
+    fn binding_bytes_differ_when_fields_shift() {
+        let a = key("p", "ab", "c", "t").binding_bytes();
+        let b = key("p", "a", "bc", "t").binding_bytes();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(check_label("Living room").is_ok());
+        assert!(check_label("bad\u{7}").is_err());
+        assert!(check_label(&"l".repeat(Limits::LABEL_BYTES + 1)).is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! The keyhaven wire contract and the types both ends share.
+//!
+//! # Layout
+//!
+//! - [`pb`]: code generated from `keyhaven/v1/keyhaven.proto` (messages, the
+//!   `Credentials` and `Daemon` clients and servers).
+//! - [`key`]: the four-field credential key, its limits and its text form.
+//! - [`secret`]: [`Secret`], bytes that zeroize on drop and print redacted.
+//! - [`paths`]: where the socket, database, config and key file live, with one
+//!   documented precedence (flag > env > XDG > fallback).
+//! - [`exit`]: the CLI's exit codes.
+//! - [`PROTOCOL`]: the wire protocol number exchanged by `Status`.
+#![warn(missing_docs)]
+
+pub mod exit;
+pub mod key;
+pub mod paths;
+pub mod secret;
+pub mod time;
+
+pub use key::{CanonicalKey, KeyError, Limits};
+pub use secret::Secret;
+
+/// The wire protocol number this crate speaks. A literal, not derived from
+/// the crate version: it changes only when the contract changes in a way an
+/// older peer cannot handle.
+pub const PROTOCOL: u32 = 1;
+
+/// Generated protobuf and gRPC code for package `keyhaven.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub mod pb {
+    tonic::include_proto!("keyhaven.v1");
+
+    impl std::fmt::Debug for StoreRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("StoreRequest")
+                .field("key", &self.key)
+                .field("secret", &crate::secret::REDACTED)
+                .field("label", &self.label)
+                .field("expires_at", &self.expires_at)
+                .field("expected_revision", &self.expected_revision)
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for RetrieveResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RetrieveResponse")
+                .field("metadata", &self.metadata)
+                .field("secret", &crate::secret::REDACTED)
+                .finish()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pb;
+
+    #[test]
+    fn debug_of_messages_with_secrets_is_redacted() {
+        let req = pb::StoreRequest {
+            secret: b"canary-4242".to_vec(),
+            ..Default::default()
+        };
+        let resp = pb::RetrieveResponse {
+            secret: b"canary-4242".to_vec(),
+            metadata: None,
+        };
+        for text in [format!("{req:?}"), format!("{resp:?}"), format!("{req:#?}")] {
+            assert!(!text.contains("canary"), "{text}");
+            assert!(text.contains("REDACTED"), "{text}");
+        }
+    }
+}

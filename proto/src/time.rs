@@ -1,0 +1,51 @@
+//! Conversions between `google.protobuf.Timestamp` and Unix milliseconds, the
+//! unit the store keeps.
+
+use prost_types::Timestamp;
+
+/// Unix milliseconds for a timestamp; `None` when it is out of range.
+pub fn to_unix_ms(ts: &Timestamp) -> Option<i64> {
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return None;
+    }
+    ts.seconds
+        .checked_mul(1000)?
+        .checked_add(i64::from(ts.nanos / 1_000_000))
+}
+
+/// The timestamp for Unix milliseconds.
+pub fn from_unix_ms(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        // rem_euclid(1000) is in 0..1000, so the product fits in i32.
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// The current time in Unix milliseconds.
+pub fn now_unix_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_including_before_the_epoch() {
+        for ms in [0, 1, 999, 1_000, 1_732_000_000_123, -1, -1_500] {
+            assert_eq!(to_unix_ms(&from_unix_ms(ms)), Some(ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_nanos_and_overflow() {
+        let bad = Timestamp { seconds: 1, nanos: -5 };
+        assert_eq!(to_unix_ms(&bad), None);
+        let huge = Timestamp { seconds: i64::MAX, nanos: 0 };
+        assert_eq!(to_unix_ms(&huge), None);
+    }
+}
