@@ -1,1 +1,535 @@
-//! stub
+//! Client library for keyhavend, the per-user credential daemon.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyhaven::Error> {
+//! use keyhaven::{Client, CredentialKey, Secret, StoreOptions};
+//!
+//! let client = Client::connect().await?; // $KEYHAVEN_SOCKET or the default socket
+//! let key = CredentialKey::new("jellyfin", "srv-1", "user-1", "access_token")?;
+//! client.store(&key, Secret::from("tok-123"), StoreOptions::default()).await?;
+//! let cred = client.retrieve(&key).await?;
+//! assert_eq!(cred.secret.expose(), b"tok-123");
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`Client`]: connects over the Unix socket, checks the daemon's protocol
+//!   number, and offers typed `store` / `retrieve` / `delete` / `list` /
+//!   `status`.
+//! - [`Error`] with [`Error::kind`]: decide on outcomes without matching
+//!   strings.
+//! - Re-exported from `keyhaven-proto`: [`CredentialKey`] (the validated
+//!   four-field key) and [`Secret`] (zeroized on drop, printed redacted).
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper_util::rt::TokioIo;
+use keyhaven_proto::paths::{self, ProcessEnv};
+use keyhaven_proto::pb::{
+    self, credentials_client::CredentialsClient, daemon_client::DaemonClient,
+};
+use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
+use tonic::transport::{Channel, Endpoint};
+
+pub use keyhaven_proto::PROTOCOL;
+pub use keyhaven_proto::key::{DEFAULT_TOKEN_TYPE, KeyError, Limits};
+pub use keyhaven_proto::{CanonicalKey as CredentialKey, Secret};
+
+/// What went wrong, for deciding what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No such credential, or it has expired.
+    NotFound,
+    /// The daemon refused the caller.
+    PermissionDenied,
+    /// A compare-and-swap write lost: the stored revision differs.
+    Conflict,
+    /// A key field, label or secret breaks its rules.
+    InvalidArgument,
+    /// A limit was hit (message size, connections).
+    ResourceExhausted,
+    /// The daemon is not running, not reachable, or its store is not open.
+    Unavailable,
+    /// The daemon speaks another protocol version.
+    ProtocolMismatch,
+    /// A stored credential cannot be decrypted (tampered or damaged).
+    DataLoss,
+    /// Anything else.
+    Other,
+}
+
+/// An error from the client library. The message is meant for people; use
+/// [`Error::kind`] in code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Error {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The exit code the `keyhaven` CLI uses for this error.
+    pub fn exit_code(&self) -> u8 {
+        use keyhaven_proto::exit;
+        match self.kind {
+            ErrorKind::NotFound => exit::NOT_FOUND,
+            ErrorKind::PermissionDenied => exit::PERMISSION_DENIED,
+            ErrorKind::Conflict => exit::CONFLICT,
+            ErrorKind::InvalidArgument | ErrorKind::ResourceExhausted => exit::INVALID_INPUT,
+            ErrorKind::Unavailable => exit::UNAVAILABLE,
+            ErrorKind::ProtocolMismatch => exit::PROTOCOL_MISMATCH,
+            ErrorKind::DataLoss | ErrorKind::Other => exit::FAILURE,
+        }
+    }
+}
+
+impl From<KeyError> for Error {
+    fn from(e: KeyError) -> Self {
+        Self::new(ErrorKind::InvalidArgument, e.to_string())
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        let kind = match status.code() {
+            Code::NotFound => ErrorKind::NotFound,
+            Code::PermissionDenied | Code::Unauthenticated => ErrorKind::PermissionDenied,
+            Code::FailedPrecondition | Code::Aborted | Code::AlreadyExists => ErrorKind::Conflict,
+            Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+            Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+            Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded => ErrorKind::Unavailable,
+            Code::DataLoss => ErrorKind::DataLoss,
+            Code::Unimplemented => ErrorKind::ProtocolMismatch,
+            _ => ErrorKind::Other,
+        };
+        let message = status.message().to_owned();
+        Self::with_source(kind, message, status)
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything about a stored credential except its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Its key.
+    pub key: CredentialKey,
+    /// Store-wide unique revision, increasing with every write.
+    pub revision: u64,
+    /// First written.
+    pub created_at: SystemTime,
+    /// Last written.
+    pub updated_at: SystemTime,
+    /// When it stops being served, if ever.
+    pub expires_at: Option<SystemTime>,
+    /// A label for people.
+    pub label: Option<String>,
+}
+
+/// A credential read from the daemon.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Its metadata.
+    pub metadata: Metadata,
+    /// The token. Zeroized on drop, printed redacted.
+    pub secret: Secret,
+}
+
+/// Options of [`Client::store`].
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    /// A label for people; `None` clears it.
+    pub label: Option<String>,
+    /// When the credential stops being served.
+    pub expires_at: Option<SystemTime>,
+    /// Compare-and-swap: `None` writes unconditionally, `Some(0)` only if the
+    /// credential does not exist, `Some(n)` only if it is at revision `n`.
+    pub expected_revision: Option<u64>,
+}
+
+impl StoreOptions {
+    /// Only create: fail with [`ErrorKind::Conflict`] if it exists.
+    pub fn if_absent() -> Self {
+        Self {
+            expected_revision: Some(0),
+            ..Self::default()
+        }
+    }
+
+    /// Only replace revision `revision`: fail with [`ErrorKind::Conflict`]
+    /// if another write came first.
+    pub fn if_revision(revision: u64) -> Self {
+        Self {
+            expected_revision: Some(revision),
+            ..Self::default()
+        }
+    }
+}
+
+/// The result of [`Client::store`].
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The new metadata.
+    pub metadata: Metadata,
+    /// True when nothing was stored under the key before.
+    pub created: bool,
+}
+
+/// What [`Client::list`] selects. `None` matches anything; `Some("")`
+/// matches only empty ids.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Exact provider.
+    pub provider: Option<String>,
+    /// Exact server id.
+    pub server_id: Option<String>,
+    /// Exact user id.
+    pub user_id: Option<String>,
+}
+
+/// What the daemon says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonStatus {
+    /// Daemon version.
+    pub version: String,
+    /// Wire protocol number.
+    pub protocol: u32,
+    /// Daemon pid.
+    pub pid: u32,
+    /// Database path.
+    pub store_path: String,
+    /// Key tier: `file`, `keyring` or `systemd-credential`.
+    pub key_tier: String,
+    /// Where the key is.
+    pub key_source: String,
+    /// Stored credentials.
+    pub credential_count: u64,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+}
+
+/// A connection to keyhavend. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    channel: Channel,
+    socket: PathBuf,
+    daemon: DaemonStatus,
+}
+
+impl Client {
+    /// Connects to the default socket: `$KEYHAVEN_SOCKET`, else
+    /// `$XDG_RUNTIME_DIR/keyhaven/keyhaven.sock`, else
+    /// `${TMPDIR:-/tmp}/keyhaven-$UID/keyhaven.sock`.
+    pub async fn connect() -> Result<Self> {
+        Self::connect_to(paths::socket(None, &ProcessEnv)).await
+    }
+
+    /// The socket [`Client::connect`] uses.
+    pub fn default_socket() -> PathBuf {
+        paths::socket(None, &ProcessEnv)
+    }
+
+    /// Connects to the socket at `path` and checks the daemon's protocol.
+    pub async fn connect_to(path: impl AsRef<Path>) -> Result<Self> {
+        let socket = path.as_ref().to_path_buf();
+        match std::fs::symlink_metadata(&socket) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::with_source(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "keyhavend is not running (no socket at {})",
+                        socket.display()
+                    ),
+                    e,
+                ));
+            }
+            Err(e) => {
+                return Err(Error::with_source(
+                    ErrorKind::Unavailable,
+                    format!("cannot reach keyhavend at {}: {e}", socket.display()),
+                    e,
+                ));
+            }
+        }
+        let target = socket.clone();
+        let channel = Endpoint::from_static("http://keyhaven.invalid")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let target = target.clone();
+                async move {
+                    tokio::net::UnixStream::connect(target)
+                        .await
+                        .map(TokioIo::new)
+                }
+            }))
+            .await
+            .map_err(|e| connect_error(&socket, e))?;
+        let mut daemon = DaemonClient::new(channel.clone());
+        let status = daemon
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(|s| handshake_error(&socket, s))?
+            .into_inner();
+        if status.protocol != PROTOCOL {
+            return Err(Error::new(
+                ErrorKind::ProtocolMismatch,
+                format!(
+                    "keyhavend {} at {} speaks protocol {}, but this client ({}) speaks protocol \
+                     {PROTOCOL}; restart the daemon after an upgrade, or update the client",
+                    status.version,
+                    socket.display(),
+                    status.protocol,
+                    env!("CARGO_PKG_VERSION"),
+                ),
+            ));
+        }
+        Ok(Self {
+            channel,
+            socket,
+            daemon: status_from_pb(status),
+        })
+    }
+
+    /// The socket this client is connected to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The daemon's status as of connecting.
+    pub fn daemon(&self) -> &DaemonStatus {
+        &self.daemon
+    }
+
+    fn credentials(&self) -> CredentialsClient<Channel> {
+        CredentialsClient::new(self.channel.clone())
+            .max_decoding_message_size(2 * 1024 * 1024)
+            .max_encoding_message_size(2 * 1024 * 1024)
+    }
+
+    /// Stores `secret` under `key`.
+    pub async fn store(
+        &self,
+        key: &CredentialKey,
+        secret: Secret,
+        options: StoreOptions,
+    ) -> Result<Stored> {
+        if let Some(label) = &options.label {
+            keyhaven_proto::key::check_label(label)?;
+        }
+        let expires_at = options.expires_at.map(|t| from_unix_ms(system_to_ms(t)));
+        let request = pb::StoreRequest {
+            key: Some(key.to_pb()),
+            secret: secret.into_vec(),
+            label: options.label,
+            expires_at,
+            expected_revision: options.expected_revision,
+        };
+        let response = self.credentials().store(request).await?.into_inner();
+        Ok(Stored {
+            metadata: metadata_from_pb(response.metadata)?,
+            created: response.created,
+        })
+    }
+
+    /// Reads the credential under `key`.
+    pub async fn retrieve(&self, key: &CredentialKey) -> Result<Credential> {
+        let request = pb::RetrieveRequest {
+            key: Some(key.to_pb()),
+        };
+        let mut response = self.credentials().retrieve(request).await?.into_inner();
+        let secret = Secret::new(std::mem::take(&mut response.secret));
+        Ok(Credential {
+            metadata: metadata_from_pb(response.metadata.take())?,
+            secret,
+        })
+    }
+
+    /// Deletes the credential under `key`; with `expected_revision`, only if
+    /// it is still at that revision.
+    pub async fn delete(
+        &self,
+        key: &CredentialKey,
+        expected_revision: Option<u64>,
+    ) -> Result<Metadata> {
+        let request = pb::DeleteRequest {
+            key: Some(key.to_pb()),
+            expected_revision,
+        };
+        let response = self.credentials().delete(request).await?.into_inner();
+        metadata_from_pb(response.metadata)
+    }
+
+    /// Every credential matching `filter`, in key order (all pages).
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Metadata>> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListRequest {
+                provider: filter.provider.clone().unwrap_or_default(),
+                server_id: filter.server_id.clone().unwrap_or_default(),
+                user_id: filter.user_id.clone().unwrap_or_default(),
+                match_empty_server_id: filter.server_id.is_some(),
+                match_empty_user_id: filter.user_id.is_some(),
+                page_size: 500,
+                page_token,
+            };
+            let page = self.credentials().list(request).await?.into_inner();
+            for m in page.credentials {
+                out.push(metadata_from_pb(Some(m))?);
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Asks the daemon for its current status.
+    pub async fn status(&self) -> Result<DaemonStatus> {
+        let status = DaemonClient::new(self.channel.clone())
+            .status(pb::StatusRequest {})
+            .await?
+            .into_inner();
+        Ok(status_from_pb(status))
+    }
+}
+
+fn status_from_pb(s: pb::StatusResponse) -> DaemonStatus {
+    DaemonStatus {
+        version: s.version,
+        protocol: s.protocol,
+        pid: s.pid,
+        store_path: s.store_path,
+        key_tier: s.key_tier,
+        key_source: s.key_source,
+        credential_count: s.credential_count,
+        uptime_seconds: s.uptime_seconds,
+    }
+}
+
+fn metadata_from_pb(m: Option<pb::CredentialMetadata>) -> Result<Metadata> {
+    let bad = |what: &str| Error::new(ErrorKind::Other, format!("the daemon sent {what}"));
+    let m = m.ok_or_else(|| bad("no metadata"))?;
+    let key = CredentialKey::from_pb(m.key.as_ref()).map_err(|_| bad("an invalid key"))?;
+    let time = |ts: Option<prost_types::Timestamp>| -> Result<Option<SystemTime>> {
+        ts.map(|ts| {
+            to_unix_ms(&ts)
+                .map(ms_to_system)
+                .ok_or_else(|| bad("an invalid timestamp"))
+        })
+        .transpose()
+    };
+    Ok(Metadata {
+        key,
+        revision: m.revision,
+        created_at: time(m.created_at)?.unwrap_or(UNIX_EPOCH),
+        updated_at: time(m.updated_at)?.unwrap_or(UNIX_EPOCH),
+        expires_at: time(m.expires_at)?,
+        label: m.label,
+    })
+}
+
+/// Unix milliseconds of a `SystemTime` (negative before 1970).
+pub fn system_to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+fn ms_to_system(ms: i64) -> SystemTime {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
+}
+
+fn io_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn connect_error(socket: &Path, e: tonic::transport::Error) -> Error {
+    use std::io::ErrorKind as Io;
+    let path = socket.display();
+    let (kind, message) = match io_error_in(&e).map(std::io::Error::kind) {
+        Some(Io::ConnectionRefused) => (
+            ErrorKind::Unavailable,
+            format!("keyhavend is not running (stale socket at {path}, nothing is listening)"),
+        ),
+        Some(Io::PermissionDenied) => (
+            ErrorKind::PermissionDenied,
+            format!("permission denied opening {path}: the socket belongs to another user"),
+        ),
+        Some(Io::NotFound) => (
+            ErrorKind::Unavailable,
+            format!("keyhavend is not running (no socket at {path})"),
+        ),
+        _ => (
+            ErrorKind::Unavailable,
+            format!("cannot connect to keyhavend at {path}: {e}"),
+        ),
+    };
+    Error::with_source(kind, message, e)
+}
+
+fn handshake_error(socket: &Path, status: tonic::Status) -> Error {
+    let err = Error::from(status);
+    if err.kind() == ErrorKind::Unavailable || err.kind() == ErrorKind::Other {
+        return Error {
+            kind: ErrorKind::Unavailable,
+            message: format!(
+                "keyhavend at {} closed the connection without answering ({}); it refuses \
+                 processes of other users, see its log",
+                socket.display(),
+                err.message
+            ),
+            source: err.source,
+        };
+    }
+    err
+}

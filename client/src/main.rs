@@ -1,1 +1,416 @@
-fn main(){}
+//! `keyhaven`: the command-line client of keyhavend.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+use keyhaven::{
+    Client, CredentialKey, DaemonStatus, Error, ListFilter, Metadata, Secret, StoreOptions,
+    system_to_ms,
+};
+use keyhaven_proto::exit;
+
+/// Command-line client for keyhavend, the per-user credential daemon.
+///
+/// A credential is addressed by PROVIDER SERVER_ID USER_ID [TOKEN_TYPE];
+/// TOKEN_TYPE defaults to access_token, and an empty id is written ''.
+///
+/// Exit codes: 0 ok, 1 other error, 2 bad usage, 3 not found, 4 permission
+/// denied, 5 daemon unavailable, 6 invalid input, 7 revision conflict,
+/// 8 protocol mismatch.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Socket of the daemon [env: KEYHAVEN_SOCKET; default:
+    /// $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store a credential. The secret is read from stdin (one trailing
+    /// newline is dropped) or from --secret-file; never from the command line.
+    Store {
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Read the secret from this file instead of stdin.
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
+        /// A label for people, e.g. "Living-room Jellyfin".
+        #[arg(long)]
+        label: Option<String>,
+        /// Expire after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        expires_in: Option<u64>,
+        /// Only if it is still at this revision (compare-and-swap).
+        #[arg(long, value_name = "N", conflicts_with = "if_absent")]
+        if_revision: Option<u64>,
+        /// Only if it does not exist yet.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Print a credential's secret to stdout.
+    Get {
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Do not print a newline after the secret.
+        #[arg(short = 'n', long)]
+        no_newline: bool,
+    },
+    /// Delete a credential.
+    Delete {
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Only if it is still at this revision.
+        #[arg(long, value_name = "N")]
+        if_revision: Option<u64>,
+    },
+    /// List credentials (metadata only, never secrets).
+    List {
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only this server id ('' for empty).
+        #[arg(long = "server", value_name = "SERVER_ID")]
+        server_id: Option<String>,
+        /// Only this user id ('' for empty).
+        #[arg(long = "user", value_name = "USER_ID")]
+        user_id: Option<String>,
+        /// JSON output (an array of objects).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's version, protocol, pid, store and key tier.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct KeyArgs {
+    /// jellyfin, plex, emby, ...
+    provider: String,
+    /// The server's id ('' for account-wide tokens).
+    server_id: String,
+    /// The account's id ('' if none).
+    user_id: String,
+    /// access_token (default), refresh_token, api_key, ...
+    token_type: Option<String>,
+}
+
+impl KeyArgs {
+    fn key(&self) -> Result<CredentialKey, Error> {
+        Ok(CredentialKey::new(
+            &self.provider,
+            &self.server_id,
+            &self.user_id,
+            self.token_type.as_deref().unwrap_or(""),
+        )?)
+    }
+}
+
+/// A failure of the CLI itself (reading input), or one from the daemon.
+enum Failure {
+    Client(Error),
+    Input(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self::Client(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyhaven: cannot start: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(Failure::Client(e)) => {
+            eprintln!("keyhaven: {e}");
+            ExitCode::from(e.exit_code())
+        }
+        Err(Failure::Input(msg)) => {
+            eprintln!("keyhaven: {msg}");
+            ExitCode::from(exit::INVALID_INPUT)
+        }
+    }
+}
+
+async fn connect(socket: Option<PathBuf>) -> Result<Client, Error> {
+    match socket {
+        Some(path) => Client::connect_to(path).await,
+        None => Client::connect().await,
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Store {
+            key,
+            secret_file,
+            label,
+            expires_in,
+            if_revision,
+            if_absent,
+        } => {
+            let key = key.key()?;
+            let secret = read_secret(secret_file.as_deref(), &key)?;
+            let client = connect(cli.socket).await?;
+            let options = StoreOptions {
+                label,
+                expires_at: expires_in.map(|s| SystemTime::now() + Duration::from_secs(s)),
+                expected_revision: if if_absent { Some(0) } else { if_revision },
+            };
+            let stored = client.store(&key, secret, options).await?;
+            let verb = if stored.created { "stored" } else { "updated" };
+            println!("{verb} {} (revision {})", key, stored.metadata.revision);
+        }
+        Command::Get { key, no_newline } => {
+            let key = key.key()?;
+            let client = connect(cli.socket).await?;
+            let cred = client.retrieve(&key).await?;
+            let mut out = std::io::stdout().lock();
+            let written = out
+                .write_all(cred.secret.expose())
+                .and_then(|()| {
+                    if no_newline {
+                        Ok(())
+                    } else {
+                        out.write_all(b"\n")
+                    }
+                })
+                .and_then(|()| out.flush());
+            if let Err(e) = written {
+                return Err(Failure::Input(format!("cannot write to stdout: {e}")));
+            }
+        }
+        Command::Delete { key, if_revision } => {
+            let key = key.key()?;
+            let client = connect(cli.socket).await?;
+            let meta = client.delete(&key, if_revision).await?;
+            println!("deleted {} (was revision {})", key, meta.revision);
+        }
+        Command::List {
+            provider,
+            server_id,
+            user_id,
+            json,
+        } => {
+            let client = connect(cli.socket).await?;
+            let filter = ListFilter {
+                provider,
+                server_id,
+                user_id,
+            };
+            let items = client.list(&filter).await?;
+            if json {
+                let rows: Vec<_> = items.iter().map(metadata_json).collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                print_table(&items);
+            }
+        }
+        Command::Status { json } => {
+            let client = connect(cli.socket).await?;
+            let status = client.status().await?;
+            print_status(&client, &status, json);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the secret from `file` or stdin. A terminal gets a prompt with echo
+/// off. One trailing newline (`\n` or `\r\n`) is dropped.
+fn read_secret(file: Option<&std::path::Path>, key: &CredentialKey) -> Result<Secret, Failure> {
+    // Room for the largest secret up front, so reading does not leave
+    // reallocated copies of it behind.
+    let mut bytes = Vec::with_capacity(64 * 1024 + 2);
+    match file {
+        Some(path) => {
+            let mut f = std::fs::File::open(path)
+                .map_err(|e| Failure::Input(format!("cannot open {}: {e}", path.display())))?;
+            f.read_to_end(&mut bytes)
+                .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
+        }
+        None if std::io::stdin().is_terminal() => {
+            eprint!("Secret for {key}: ");
+            let _ = std::io::stderr().flush();
+            let line = read_line_no_echo()
+                .map_err(|e| Failure::Input(format!("cannot read the secret: {e}")))?;
+            eprintln!();
+            bytes = line.into_vec();
+        }
+        None => {
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(|e| Failure::Input(format!("cannot read stdin: {e}")))?;
+        }
+    }
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(Failure::Input(
+            "the secret is empty; pipe it on stdin, e.g. printf '%s' \"$TOKEN\" | keyhaven store ...".into(),
+        ));
+    }
+    Ok(Secret::new(bytes))
+}
+
+fn read_line_no_echo() -> std::io::Result<Secret> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+    let mut line = String::new();
+    let read = stdin.read_line(&mut line);
+    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    read?;
+    restored?;
+    Ok(Secret::from(line))
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let ms = system_to_ms(t);
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+fn metadata_json(m: &Metadata) -> serde_json::Value {
+    serde_json::json!({
+        "key": m.key.to_string(),
+        "provider": m.key.provider(),
+        "server_id": m.key.server_id(),
+        "user_id": m.key.user_id(),
+        "token_type": m.key.token_type(),
+        "revision": m.revision,
+        "created_at": rfc3339(m.created_at),
+        "updated_at": rfc3339(m.updated_at),
+        "expires_at": m.expires_at.map(rfc3339),
+        "label": m.label,
+    })
+}
+
+fn print_table(items: &[Metadata]) {
+    if items.is_empty() {
+        eprintln!("no credentials");
+        return;
+    }
+    let width = items
+        .iter()
+        .map(|m| m.key.to_string().chars().count())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    println!(
+        "{:<width$}  {:>8}  {:<20}  {:<20}  LABEL",
+        "KEY", "REVISION", "UPDATED", "EXPIRES"
+    );
+    for m in items {
+        println!(
+            "{:<width$}  {:>8}  {:<20}  {:<20}  {}",
+            m.key.to_string(),
+            m.revision,
+            rfc3339(m.updated_at),
+            m.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
+            m.label.as_deref().unwrap_or("")
+        );
+    }
+}
+
+fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
+    if json {
+        let value = serde_json::json!({
+            "version": s.version,
+            "protocol": s.protocol,
+            "pid": s.pid,
+            "socket": client.socket().display().to_string(),
+            "store_path": s.store_path,
+            "key_tier": s.key_tier,
+            "key_source": s.key_source,
+            "credential_count": s.credential_count,
+            "uptime_seconds": s.uptime_seconds,
+            "client_version": env!("CARGO_PKG_VERSION"),
+            "client_protocol": keyhaven::PROTOCOL,
+        });
+        println!("{value}");
+        return;
+    }
+    println!(
+        "keyhavend {} (protocol {}), pid {}, up {}s",
+        s.version, s.protocol, s.pid, s.uptime_seconds
+    );
+    println!("socket:    {}", client.socket().display());
+    println!(
+        "store:     {} ({} credentials)",
+        s.store_path, s.credential_count
+    );
+    println!("key tier:  {} ({})", s.key_tier, s.key_source);
+    println!(
+        "client:    keyhaven {} (protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        keyhaven::PROTOCOL
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(at(951_782_400_000)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(at(1_795_436_059_000)), "2026-11-23T12:14:19Z");
+    }
+}

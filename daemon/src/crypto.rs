@@ -189,17 +189,29 @@ mod tests {
     fn sealed_value_is_bound_to_its_key_and_data_key() {
         let dk = DataKey::generate().unwrap();
         let sealed = dk.seal(&k("jellyfin", "s"), b"tok").unwrap();
-        assert_eq!(dk.open(&k("jellyfin", "t"), &sealed), Err(CryptoError::Open));
+        assert_eq!(
+            dk.open(&k("jellyfin", "t"), &sealed),
+            Err(CryptoError::Open)
+        );
         let other = DataKey::generate().unwrap();
-        assert_eq!(other.open(&k("jellyfin", "s"), &sealed), Err(CryptoError::Open));
+        assert_eq!(
+            other.open(&k("jellyfin", "s"), &sealed),
+            Err(CryptoError::Open)
+        );
         let mut flipped = sealed.clone();
         flipped.ciphertext[0] ^= 1;
-        assert_eq!(dk.open(&k("jellyfin", "s"), &flipped), Err(CryptoError::Open));
+        assert_eq!(
+            dk.open(&k("jellyfin", "s"), &flipped),
+            Err(CryptoError::Open)
+        );
         let short = Sealed {
             nonce: vec![0; 5],
             ciphertext: sealed.ciphertext,
         };
-        assert_eq!(dk.open(&k("jellyfin", "s"), &short), Err(CryptoError::BadNonce(5)));
+        assert_eq!(
+            dk.open(&k("jellyfin", "s"), &short),
+            Err(CryptoError::BadNonce(5))
+        );
     }
 
     #[test]

@@ -165,13 +165,14 @@ impl KeySource for KeyFile {
             Ok(_) => {}
         }
         fsutil::verify_private(&self.path, false).map_err(|e| KeyError::Insecure(Box::new(e)))?;
-        let text = Zeroizing::new(std::fs::read_to_string(&self.path).map_err(|source| {
-            KeyError::Io {
-                what: "read",
-                path: self.path.clone(),
-                source,
-            }
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(&self.path).map_err(|source| KeyError::Io {
+                    what: "read",
+                    path: self.path.clone(),
+                    source,
+                })?,
+            );
         let hex = text
             .trim_end()
             .strip_prefix(FILE_HEADER)
@@ -198,12 +199,10 @@ impl KeySource for KeyFile {
             text.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
         }
         text.push('\n');
-        fsutil::write_new_private_file(&self.path, text.as_bytes()).map_err(|source| {
-            KeyError::Io {
-                what: "create",
-                path: self.path.clone(),
-                source,
-            }
+        fsutil::write_new_private_file(&self.path, text.as_bytes()).map_err(|source| KeyError::Io {
+            what: "create",
+            path: self.path.clone(),
+            source,
         })
     }
 }
@@ -279,7 +278,10 @@ mod tests {
         assert!(first.created);
         let mode = std::fs::metadata(kf.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dir_mode = std::fs::metadata(tmp.path().join("cfg")).unwrap().permissions().mode();
+        let dir_mode = std::fs::metadata(tmp.path().join("cfg"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         let again = obtain(&kf, &[first.key.id().to_owned()], &db).unwrap();
         assert!(!again.created);
@@ -292,7 +294,10 @@ mod tests {
         let kf = KeyFile::new(tmp.path().join("k"));
         let err = obtain(&kf, &["0011223344556677".into()], Path::new("/db")).unwrap_err();
         assert!(matches!(err, KeyError::Missing { .. }));
-        assert!(err.to_string().contains("will not create a new key"), "{err}");
+        assert!(
+            err.to_string().contains("will not create a new key"),
+            "{err}"
+        );
         assert!(!kf.path().exists());
     }
 

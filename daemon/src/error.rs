@@ -98,7 +98,10 @@ impl From<ServiceError> for Status {
         if code == Code::Unavailable {
             // Details (paths, SQL errors) go to the daemon's log, not to callers.
             tracing::error!(error = %err, "store failure");
-            return Status::new(code, "the credential store is unavailable; see the keyhavend log");
+            return Status::new(
+                code,
+                "the credential store is unavailable; see the keyhavend log",
+            );
         }
         Status::new(code, err.to_string())
     }

@@ -136,7 +136,10 @@ mod tests {
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
         let err = ensure_private_dir(&open).unwrap_err().to_string();
-        assert!(err.contains("mode is 755") && err.contains("chmod 700"), "{err}");
+        assert!(
+            err.contains("mode is 755") && err.contains("chmod 700"),
+            "{err}"
+        );
 
         let real = tmp.path().join("real");
         ensure_private_dir(&real).unwrap();
@@ -148,6 +151,9 @@ mod tests {
         let file_link = tmp.path().join("file-link");
         std::os::unix::fs::symlink(real.join("target"), &file_link).unwrap();
         assert!(ensure_private_file(&file_link).is_err());
-        assert!(!real.join("target").exists(), "must not create through a symlink");
+        assert!(
+            !real.join("target").exists(),
+            "must not create through a symlink"
+        );
     }
 }

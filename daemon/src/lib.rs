@@ -169,12 +169,14 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
         );
     }
     let store = database.with_key(loaded.key).await.map_err(|e| match e {
-        store::StoreError::WrongKey { expected, found } => StartError::Key(custody::KeyError::WrongKey {
-            source_desc: source.describe(),
-            found,
-            expected,
-            store: db_path.clone(),
-        }),
+        store::StoreError::WrongKey { expected, found } => {
+            StartError::Key(custody::KeyError::WrongKey {
+                source_desc: source.describe(),
+                found,
+                expected,
+                store: db_path.clone(),
+            })
+        }
         other => StartError::Store(other),
     })?;
     let socket = listener::bind(&settings.socket)?;

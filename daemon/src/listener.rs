@@ -222,7 +222,10 @@ impl AcceptPolicy {
 
 /// Spawns the accept loop and returns the stream of admitted connections for
 /// tonic. The loop ends when the stream is dropped (at shutdown).
-pub fn incoming(listener: UnixListener, policy: AcceptPolicy) -> ReceiverStream<io::Result<PeerStream>> {
+pub fn incoming(
+    listener: UnixListener,
+    policy: AcceptPolicy,
+) -> ReceiverStream<io::Result<PeerStream>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(accept_loop(listener, policy, tx));
     ReceiverStream::new(rx)
@@ -261,7 +264,10 @@ async fn accept_loop(
         let pid = cred.pid().unwrap_or(0);
         if !policy.allows(uid) {
             tracing::warn!(
-                conn, uid, pid, own_uid = policy.own_uid,
+                conn,
+                uid,
+                pid,
+                own_uid = policy.own_uid,
                 "refused a connection from another user; closed before reading any request"
             );
             continue;
@@ -270,12 +276,22 @@ async fn accept_loop(
             Ok(p) => (p, true),
             Err(_) => match overflow.clone().try_acquire_owned() {
                 Ok(p) => {
-                    tracing::warn!(conn, uid, pid, limit = policy.max_connections,
-                        "connection limit reached; answering RESOURCE_EXHAUSTED");
+                    tracing::warn!(
+                        conn,
+                        uid,
+                        pid,
+                        limit = policy.max_connections,
+                        "connection limit reached; answering RESOURCE_EXHAUSTED"
+                    );
                     (p, false)
                 }
                 Err(_) => {
-                    tracing::warn!(conn, uid, pid, "connection limit and overflow reached; closing");
+                    tracing::warn!(
+                        conn,
+                        uid,
+                        pid,
+                        "connection limit and overflow reached; closing"
+                    );
                     continue;
                 }
             },

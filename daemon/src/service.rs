@@ -77,19 +77,28 @@ fn peer<T>(req: &Request<T>) -> Peer {
 }
 
 /// Logs the outcome of one request: key and caller, never the secret.
-fn log_outcome<T>(op: &'static str, peer: &Peer, key: Option<&CanonicalKey>, result: &Result<T, Status>) {
+fn log_outcome<T>(
+    op: &'static str,
+    peer: &Peer,
+    key: Option<&CanonicalKey>,
+    result: &Result<T, Status>,
+) {
     let key = key.map(ToString::to_string).unwrap_or_default();
     match result {
         Ok(_) => tracing::debug!(op, %key, uid = peer.uid, pid = peer.pid, "ok"),
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::NotFound | tonic::Code::FailedPrecondition
+            ) =>
+        {
+            tracing::debug!(op, %key, uid = peer.uid, pid = peer.pid, code = ?status.code(), message = status.message(), "declined")
+        }
         Err(status) => tracing::info!(
             op, %key, uid = peer.uid, pid = peer.pid,
             code = ?status.code(), message = status.message(), "refused"
         ),
     }
-}
-
-fn optional_revision(rev: Option<u64>) -> Option<u64> {
-    rev
 }
 
 impl CredentialsService {
@@ -120,7 +129,7 @@ impl CredentialsService {
             secret,
             label: req.label,
             expires_at,
-            expected_revision: optional_revision(req.expected_revision),
+            expected_revision: req.expected_revision,
         })
     }
 }
@@ -231,9 +240,8 @@ impl CredentialsService {
         };
         // Validate the filter fields with the key rules, using placeholders
         // for the fields not given.
-        let filter_field = |value: String, match_empty: bool| {
-            (!value.is_empty() || match_empty).then_some(value)
-        };
+        let filter_field =
+            |value: String, match_empty: bool| (!value.is_empty() || match_empty).then_some(value);
         let provider = filter_field(req.provider, false);
         let server_id = filter_field(req.server_id, req.match_empty_server_id);
         let user_id = filter_field(req.user_id, req.match_empty_user_id);

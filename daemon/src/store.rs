@@ -187,8 +187,13 @@ impl Row {
             row_id: self.id,
             reason,
         };
-        let key = CanonicalKey::new(&self.provider, &self.server_id, &self.user_id, &self.token_type)
-            .map_err(|e| corrupt(e.to_string()))?;
+        let key = CanonicalKey::new(
+            &self.provider,
+            &self.server_id,
+            &self.user_id,
+            &self.token_type,
+        )
+        .map_err(|e| corrupt(e.to_string()))?;
         let revision = u64::try_from(self.revision)
             .ok()
             .filter(|r| *r > 0)
@@ -294,7 +299,11 @@ impl Database {
             .await?;
         } else {
             let Some((_, nonce, value)) = known.iter().find(|(id, _, _)| id == key.id()) else {
-                let expected = known.iter().map(|k| k.0.as_str()).collect::<Vec<_>>().join(", ");
+                let expected = known
+                    .iter()
+                    .map(|k| k.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(StoreError::WrongKey {
                     expected,
                     found: key.id().to_owned(),

@@ -58,7 +58,9 @@ pub enum KeyError {
         at: usize,
     },
     /// A name field holds a character outside `[A-Za-z0-9._-]`.
-    #[error("{field} may only contain ASCII letters, digits, '.', '_' and '-' (found {found:?} at byte {at})")]
+    #[error(
+        "{field} may only contain ASCII letters, digits, '.', '_' and '-' (found {found:?} at byte {at})"
+    )]
     BadNameChar {
         /// The field.
         field: &'static str,
@@ -307,10 +309,34 @@ mod tests {
             (&long_name, "s", "u", "", "key.provider is 65 bytes"),
             ("jelly fin", "s", "u", "", "key.provider may only contain"),
             ("jellyfin", &long_id, "u", "", "key.server_id is 257 bytes"),
-            ("jellyfin", "s\0x", "u", "", "key.server_id contains a control character (U+0000)"),
-            ("jellyfin", "s", "u\n", "", "key.user_id contains a control character (U+000A)"),
-            ("jellyfin", "s", "u\u{85}", "", "key.user_id contains a control character (U+0085)"),
-            ("jellyfin", "s", "u", "tok/en", "key.token_type may only contain"),
+            (
+                "jellyfin",
+                "s\0x",
+                "u",
+                "",
+                "key.server_id contains a control character (U+0000)",
+            ),
+            (
+                "jellyfin",
+                "s",
+                "u\n",
+                "",
+                "key.user_id contains a control character (U+000A)",
+            ),
+            (
+                "jellyfin",
+                "s",
+                "u\u{85}",
+                "",
+                "key.user_id contains a control character (U+0085)",
+            ),
+            (
+                "jellyfin",
+                "s",
+                "u",
+                "tok/en",
+                "key.token_type may only contain",
+            ),
         ];
         for (p, s, u, t, want) in cases {
             let err = CanonicalKey::new(p, s, u, t).unwrap_err().to_string();

@@ -27,7 +27,12 @@ pub use secret::Secret;
 pub const PROTOCOL: u32 = 1;
 
 /// Generated protobuf and gRPC code for package `keyhaven.v1`.
-#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
 pub mod pb {
     tonic::include_proto!("keyhaven.v1");
 

@@ -103,11 +103,19 @@ pub fn data_dir(
     config: Option<&Path>,
     env: &dyn Env,
 ) -> Result<PathBuf, NoHome> {
-    pick(flag, env, ENV_DATA_DIR, config, "XDG_DATA_HOME", ".local/share").ok_or(NoHome {
-            what: "data directory",
-            env: ENV_DATA_DIR,
-            xdg: "XDG_DATA_HOME",
-        })
+    pick(
+        flag,
+        env,
+        ENV_DATA_DIR,
+        config,
+        "XDG_DATA_HOME",
+        ".local/share",
+    )
+    .ok_or(NoHome {
+        what: "data directory",
+        env: ENV_DATA_DIR,
+        xdg: "XDG_DATA_HOME",
+    })
 }
 
 /// The optional TOML config file.
@@ -201,7 +209,10 @@ mod tests {
         let flag = Path::new("/flag/k.sock");
         assert_eq!(socket(Some(flag), &all), flag);
         assert_eq!(socket(None, &all), Path::new("/env/k.sock"));
-        let xdg = env(&[("XDG_RUNTIME_DIR", "/run/user/1000"), ("TMPDIR", "/var/tmp")]);
+        let xdg = env(&[
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("TMPDIR", "/var/tmp"),
+        ]);
         assert_eq!(
             socket(None, &xdg),
             Path::new("/run/user/1000/keyhaven/keyhaven.sock")
@@ -216,7 +227,10 @@ mod tests {
 
     #[test]
     fn relative_xdg_values_are_ignored() {
-        let e = env(&[("XDG_RUNTIME_DIR", "relative/dir"), ("XDG_DATA_HOME", "rel")]);
+        let e = env(&[
+            ("XDG_RUNTIME_DIR", "relative/dir"),
+            ("XDG_DATA_HOME", "rel"),
+        ]);
         assert!(socket(None, &e).starts_with("/tmp"));
         assert!(data_dir(None, None, &e).is_err());
     }
@@ -231,10 +245,16 @@ mod tests {
         let flag = Path::new("/flag");
         let cfg = Path::new("/cfg");
         assert_eq!(data_dir(Some(flag), Some(cfg), &e).unwrap(), flag);
-        assert_eq!(data_dir(None, Some(cfg), &e).unwrap(), Path::new("/env/data"));
+        assert_eq!(
+            data_dir(None, Some(cfg), &e).unwrap(),
+            Path::new("/env/data")
+        );
         let e = env(&[("XDG_DATA_HOME", "/xdg"), ("HOME", "/home/u")]);
         assert_eq!(data_dir(None, Some(cfg), &e).unwrap(), cfg);
-        assert_eq!(data_dir(None, None, &e).unwrap(), Path::new("/xdg/keyhaven"));
+        assert_eq!(
+            data_dir(None, None, &e).unwrap(),
+            Path::new("/xdg/keyhaven")
+        );
         let e = env(&[("HOME", "/home/u")]);
         assert_eq!(
             data_dir(None, None, &e).unwrap(),

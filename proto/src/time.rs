@@ -43,9 +43,15 @@ mod tests {
 
     #[test]
     fn rejects_invalid_nanos_and_overflow() {
-        let bad = Timestamp { seconds: 1, nanos: -5 };
+        let bad = Timestamp {
+            seconds: 1,
+            nanos: -5,
+        };
         assert_eq!(to_unix_ms(&bad), None);
-        let huge = Timestamp { seconds: i64::MAX, nanos: 0 };
+        let huge = Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
         assert_eq!(to_unix_ms(&huge), None);
     }
 }
