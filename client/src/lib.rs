@@ -25,6 +25,8 @@
 #![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
@@ -287,19 +289,30 @@ impl Client {
             }
         }
         let target = socket.clone();
+        // Set once the socket accepted us: a failure after that means the
+        // daemon closed the connection, not that nobody is listening.
+        let reached = Arc::new(AtomicBool::new(false));
+        let reached_in = reached.clone();
         let channel = Endpoint::from_static("http://keyhaven.invalid")
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
                 let target = target.clone();
+                let reached = reached_in.clone();
                 async move {
-                    tokio::net::UnixStream::connect(target)
-                        .await
-                        .map(TokioIo::new)
+                    let stream = tokio::net::UnixStream::connect(target).await?;
+                    reached.store(true, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
                 }
             }))
             .await
-            .map_err(|e| connect_error(&socket, e))?;
+            .map_err(|e| {
+                if reached.load(Ordering::SeqCst) {
+                    closed_error(&socket, e.to_string(), e)
+                } else {
+                    connect_error(&socket, e)
+                }
+            })?;
         let mut daemon = DaemonClient::new(channel.clone());
         let status = daemon
             .status(pb::StatusRequest {})
@@ -519,17 +532,27 @@ fn connect_error(socket: &Path, e: tonic::transport::Error) -> Error {
 
 fn handshake_error(socket: &Path, status: tonic::Status) -> Error {
     let err = Error::from(status);
-    if err.kind() == ErrorKind::Unavailable || err.kind() == ErrorKind::Other {
-        return Error {
-            kind: ErrorKind::Unavailable,
-            message: format!(
-                "keyhavend at {} closed the connection without answering ({}); it refuses \
-                 processes of other users, see its log",
-                socket.display(),
-                err.message
-            ),
-            source: err.source,
-        };
+    match err.kind() {
+        ErrorKind::Unavailable | ErrorKind::Other => {
+            let detail = err.message.clone();
+            closed_error(socket, detail, err)
+        }
+        _ => err,
     }
-    err
+}
+
+fn closed_error(
+    socket: &Path,
+    detail: String,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
+    Error::with_source(
+        ErrorKind::Unavailable,
+        format!(
+            "keyhavend at {} closed the connection without answering ({detail}); it refuses \
+             processes of other users, see its log",
+            socket.display()
+        ),
+        source,
+    )
 }

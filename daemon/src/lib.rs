@@ -12,6 +12,7 @@
 //! - [`store`]: SQLite through sqlx; only ciphertext is stored.
 //! - [`listener`]: socket binding and the peer-credential accept loop.
 //! - [`service`]: the gRPC services.
+//! - [`limits`]: oversize requests answered RESOURCE_EXHAUSTED.
 //! - [`error`]: error types and the one mapping to gRPC statuses.
 //!
 //! Start-up order: settings, data directory (0700), store lock, database
@@ -24,6 +25,7 @@ pub mod crypto;
 pub mod custody;
 pub mod error;
 pub mod fsutil;
+pub mod limits;
 pub mod listener;
 pub mod service;
 pub mod store;
@@ -129,6 +131,7 @@ pub async fn serve(
         .max_concurrent_streams(64)
         .http2_max_header_list_size(16 * 1024)
         .timeout(Duration::from_secs(30))
+        .layer(tower::util::MapResponseLayer::new(limits::map_oversize))
         .add_service(InterceptedService::new(credentials, listener::admit))
         .add_service(InterceptedService::new(daemon, listener::admit))
         .serve_with_incoming_shutdown(incoming, signal);

@@ -141,8 +141,8 @@ impl Credentials for CredentialsService {
         request: Request<pb::StoreRequest>,
     ) -> Result<Response<pb::StoreResponse>, Status> {
         let peer = peer(&request);
+        let key = CanonicalKey::from_pb(request.get_ref().key.as_ref()).ok();
         let put = self.validate_put(request.into_inner());
-        let key = put.as_ref().ok().map(|p| p.key.clone());
         let result = match put {
             Err(e) => Err(Status::from(e)),
             Ok(put) => self
