@@ -11,6 +11,8 @@
 //! - [`crypto`]: AES-256-GCM sealing bound to the credential key.
 //! - [`store`]: SQLite through sqlx; only ciphertext is stored.
 //! - [`listener`]: socket binding and the peer-credential accept loop.
+//! - [`authority`]: accepts clients that send the socket path as
+//!   `:authority` (gRPC C core, grpc-java).
 //! - [`service`]: the gRPC services.
 //! - [`limits`]: oversize requests answered RESOURCE_EXHAUSTED.
 //! - [`error`]: error types and the one mapping to gRPC statuses.
@@ -20,6 +22,7 @@
 //! socket), serve until the shutdown future completes.
 #![warn(missing_docs)]
 
+pub mod authority;
 pub mod config;
 pub mod crypto;
 pub mod custody;

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::authority::AuthorityFixer;
 use crate::error::StartError;
 use crate::fsutil;
 
@@ -152,6 +153,8 @@ fn remove_if_stale(path: &Path) -> Result<(), StartError> {
 pub struct PeerStream {
     inner: UnixStream,
     peer: Peer,
+    fixer: AuthorityFixer,
+    eof: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -169,7 +172,35 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        // Client bytes go through the AuthorityFixer (see `authority.rs`)
+        // before the HTTP/2 server sees them.
+        let this = &mut *self;
+        loop {
+            if this.fixer.has_output() {
+                let chunk = this.fixer.take_output(buf.remaining());
+                buf.put_slice(&chunk);
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            let mut raw = [0u8; 8192];
+            let mut raw_buf = ReadBuf::new(&mut raw);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if raw_buf.filled().is_empty() => {
+                    this.eof = true;
+                    this.fixer.finish();
+                }
+                Poll::Ready(Ok(())) => {
+                    if let Err(e) = this.fixer.feed(raw_buf.filled()) {
+                        tracing::debug!(conn = this.peer.conn, error = %e, "closing connection");
+                        return Poll::Ready(Err(e));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -307,6 +338,8 @@ async fn accept_loop(
         let item = PeerStream {
             inner: stream,
             peer,
+            fixer: AuthorityFixer::new(),
+            eof: false,
             _permit: permit,
         };
         if tx.send(Ok(item)).await.is_err() {

@@ -681,3 +681,94 @@ async fn distinct_keys_do_not_collide() {
         keys.len()
     );
 }
+
+/// gRPC's C core (Python grpcio) and grpc-java send the socket path as
+/// `:authority`, which the HTTP/2 layer would reject. Speak raw HTTP/2 the
+/// way they do and check the request is served.
+#[tokio::test]
+async fn clients_that_send_the_socket_path_as_authority_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = TestDaemon::start().await;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
+        // Literal with incremental indexing, new name, no Huffman coding.
+        block.push(0x40);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut block = Vec::new();
+    let authority = format!("{}", daemon.socket().display()).replace('/', "%2F");
+    for (n, v) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/keyhaven.v1.Daemon/Status"),
+        (":authority", authority.as_str()),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        literal(&mut block, n, v);
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    out.extend(frame(0x1, 0x4, 1, &block)); // HEADERS, END_HEADERS
+    out.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0])); // empty StatusRequest, END_STREAM
+
+    let mut sock = tokio::net::UnixStream::connect(daemon.socket())
+        .await
+        .unwrap();
+    sock.write_all(&out).await.unwrap();
+    let mut input = Vec::new();
+    let mut decoder = loona_hpack::Decoder::new();
+    let mut headers = Vec::new();
+    let mut data = Vec::new();
+    'read: loop {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf))
+            .await
+            .expect("the daemon answers")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed before the answer; got {headers:?}"
+        );
+        input.extend_from_slice(&buf[..n]);
+        while input.len() >= 9 {
+            let len = (usize::from(input[0]) << 16)
+                | (usize::from(input[1]) << 8)
+                | usize::from(input[2]);
+            if input.len() < 9 + len {
+                break;
+            }
+            let f: Vec<u8> = input.drain(..9 + len).collect();
+            let (kind, flags) = (f[3], f[4]);
+            assert_ne!(kind, 0x3, "the daemon reset the stream (RST_STREAM)");
+            match kind {
+                0x1 => headers.extend(decoder.decode(&f[9..]).unwrap()),
+                0x0 => data.extend_from_slice(&f[9..]),
+                _ => {}
+            }
+            if kind <= 1 && flags & 0x1 != 0 {
+                break 'read;
+            }
+        }
+    }
+    let find = |name: &[u8]| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(find(b":status"), Some(b"200".to_vec()));
+    assert_eq!(find(b"grpc-status"), Some(b"0".to_vec()), "{headers:?}");
+    let reply: pb::StatusResponse = prost::Message::decode(&data[5..]).unwrap();
+    assert_eq!(reply.protocol, keyhaven::PROTOCOL);
+}
