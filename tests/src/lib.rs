@@ -263,7 +263,11 @@ impl TestEnv {
         {
             use std::io::Write;
             let mut input = child.stdin.take().expect("stdin");
-            input.write_all(stdin).expect("write stdin");
+            // The CLI may exit (e.g. on a bad key) before reading stdin.
+            match input.write_all(stdin) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {e}"),
+                _ => {}
+            }
         }
         child.wait_with_output().expect("keyhaven runs")
     }
