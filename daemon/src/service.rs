@@ -140,90 +140,97 @@ impl Credentials for CredentialsService {
         &self,
         request: Request<pb::StoreRequest>,
     ) -> Result<Response<pb::StoreResponse>, Status> {
-        let peer = peer(&request);
-        let key = CanonicalKey::from_pb(request.get_ref().key.as_ref()).ok();
-        let put = self.validate_put(request.into_inner());
-        let result = match put {
-            Err(e) => Err(Status::from(e)),
-            Ok(put) => self
-                .shared
-                .store
-                .put(put)
-                .await
-                .map(|(meta, created)| {
-                    Response::new(pb::StoreResponse {
-                        metadata: Some(to_pb(meta)),
-                        created,
-                    })
-                })
-                .map_err(|e| Status::from(ServiceError::from(e))),
-        };
-        log_outcome("store", &peer, key.as_ref(), &result);
-        result
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self.store_one(request.into_inner()).await;
+        finish("store", &peer, key.as_ref(), result)
     }
 
     async fn retrieve(
         &self,
         request: Request<pb::RetrieveRequest>,
     ) -> Result<Response<pb::RetrieveResponse>, Status> {
-        let peer = peer(&request);
-        let key = CanonicalKey::from_pb(request.get_ref().key.as_ref());
-        let result = match &key {
-            Err(e) => Err(Status::from(ServiceError::from(e.clone()))),
-            Ok(key) => self
-                .shared
-                .store
-                .get(key)
-                .await
-                .map(|(meta, secret)| {
-                    Response::new(pb::RetrieveResponse {
-                        metadata: Some(to_pb(meta)),
-                        secret: secret.into_vec(),
-                    })
-                })
-                .map_err(|e| Status::from(ServiceError::from(e))),
-        };
-        log_outcome("retrieve", &peer, key.as_ref().ok(), &result);
-        result
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self.retrieve_one(request.into_inner()).await;
+        finish("retrieve", &peer, key.as_ref(), result)
     }
 
     async fn delete(
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let peer = peer(&request);
-        let req = request.into_inner();
-        let key = CanonicalKey::from_pb(req.key.as_ref());
-        let result = match &key {
-            Err(e) => Err(Status::from(ServiceError::from(e.clone()))),
-            Ok(_) if req.expected_revision == Some(0) => Err(Status::from(ServiceError::Invalid(
-                "expected_revision 0 (must not exist) makes no sense for delete".into(),
-            ))),
-            Ok(key) => self
-                .shared
-                .store
-                .delete(key, req.expected_revision)
-                .await
-                .map(|meta| {
-                    Response::new(pb::DeleteResponse {
-                        metadata: Some(to_pb(meta)),
-                    })
-                })
-                .map_err(|e| Status::from(ServiceError::from(e))),
-        };
-        log_outcome("delete", &peer, key.as_ref().ok(), &result);
-        result
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self.delete_one(request.into_inner()).await;
+        finish("delete", &peer, key.as_ref(), result)
     }
 
     async fn list(
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let peer = peer(&request);
-        let req = request.into_inner();
-        let result = self.list_page(req).await.map_err(Status::from);
-        log_outcome("list", &peer, None, &result);
-        result.map(Response::new)
+        let (peer, _) = context(&request, None);
+        let result = self.list_page(request.into_inner()).await;
+        finish("list", &peer, None, result)
+    }
+}
+
+/// The caller and (when valid) the key of a request, for the log line.
+fn context<T>(
+    request: &Request<T>,
+    key: Option<&pb::CredentialKey>,
+) -> (Peer, Option<CanonicalKey>) {
+    let key = key.and_then(|k| CanonicalKey::from_pb(Some(k)).ok());
+    (peer(request), key)
+}
+
+/// Turns a handler's result into the gRPC answer and logs the outcome.
+fn finish<T>(
+    op: &'static str,
+    peer: &Peer,
+    key: Option<&CanonicalKey>,
+    result: Result<T, ServiceError>,
+) -> Result<Response<T>, Status> {
+    let result = result.map(Response::new).map_err(Status::from);
+    log_outcome(op, peer, key, &result);
+    result
+}
+
+impl CredentialsService {
+    async fn store_one(&self, req: pb::StoreRequest) -> Result<pb::StoreResponse, ServiceError> {
+        let put = self.validate_put(req)?;
+        let (meta, created) = self.shared.store.put(put).await?;
+        Ok(pb::StoreResponse {
+            metadata: Some(to_pb(meta)),
+            created,
+        })
+    }
+
+    async fn retrieve_one(
+        &self,
+        req: pb::RetrieveRequest,
+    ) -> Result<pb::RetrieveResponse, ServiceError> {
+        let key = CanonicalKey::from_pb(req.key.as_ref())?;
+        let (meta, secret) = self.shared.store.get(&key).await?;
+        Ok(pb::RetrieveResponse {
+            metadata: Some(to_pb(meta)),
+            secret: secret.into_vec(),
+        })
+    }
+
+    async fn delete_one(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ServiceError> {
+        let key = CanonicalKey::from_pb(req.key.as_ref())?;
+        if req.expected_revision == Some(0) {
+            return Err(ServiceError::Invalid(
+                "expected_revision 0 (must not exist) makes no sense for delete".into(),
+            ));
+        }
+        let meta = self
+            .shared
+            .store
+            .delete(&key, req.expected_revision)
+            .await?;
+        Ok(pb::DeleteResponse {
+            metadata: Some(to_pb(meta)),
+        })
     }
 }
 

@@ -772,3 +772,50 @@ async fn clients_that_send_the_socket_path_as_authority_are_served() {
     let reply: pb::StatusResponse = prost::Message::decode(&data[5..]).unwrap();
     assert_eq!(reply.protocol, keyhaven::PROTOCOL);
 }
+
+/// A daemon that speaks another protocol number, as an old daemon still
+/// running after an upgrade would.
+struct OtherProtocol;
+
+#[tonic::async_trait]
+impl pb::daemon_server::Daemon for OtherProtocol {
+    async fn status(
+        &self,
+        _: tonic::Request<pb::StatusRequest>,
+    ) -> Result<tonic::Response<pb::StatusResponse>, tonic::Status> {
+        Ok(tonic::Response::new(pb::StatusResponse {
+            version: "9.9.9".into(),
+            protocol: 99,
+            pid: 1,
+            ..Default::default()
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_daemon_speaking_another_protocol_is_refused_with_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::daemon_server::DaemonServer::new(OtherProtocol))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            ),
+    );
+    let err = keyhaven::Client::connect_to(&path).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ProtocolMismatch, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("protocol 99") && text.contains("9.9.9") && text.contains("restart"),
+        "{text}"
+    );
+    assert_eq!(err.exit_code(), keyhaven_proto::exit::PROTOCOL_MISMATCH);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
