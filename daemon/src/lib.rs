@@ -123,11 +123,30 @@ pub async fn serve(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let daemon = DaemonServer::new(DaemonService::new(shared));
+    // grpc.health.v1: "" and keyhaven.v1.Credentials are SERVING while the
+    // store is open with its key (always, once serving has begun), and
+    // NOT_SERVING from the moment shutdown starts.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CredentialsServer<CredentialsService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(keyhaven_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| tracing::error!(error = %e, "server reflection is unavailable"))
+        .ok();
     let incoming = listener::incoming(listener, policy);
     let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         tracing::info!("stopping: finishing in-flight requests");
+        health
+            .set_not_serving::<CredentialsServer<CredentialsService>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         let _ = fired_tx.send(());
     };
     let server = tonic::transport::Server::builder()
@@ -137,6 +156,8 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(limits::map_oversize))
         .add_service(InterceptedService::new(credentials, listener::admit))
         .add_service(InterceptedService::new(daemon, listener::admit))
+        .add_service(InterceptedService::new(health_service, listener::admit))
+        .add_optional_service(reflection.map(|r| InterceptedService::new(r, listener::admit)))
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
     tokio::select! {

@@ -26,6 +26,10 @@ pub use secret::Secret;
 /// older peer cannot handle.
 pub const PROTOCOL: u32 = 1;
 
+/// The encoded `FileDescriptorSet` of `keyhaven.v1`, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/keyhaven_descriptor.bin"));
+
 /// Generated protobuf and gRPC code for package `keyhaven.v1`.
 #[allow(
     missing_docs,
