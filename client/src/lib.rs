@@ -17,6 +17,8 @@
 //! - [`Client`]: connects over the Unix socket, checks the daemon's protocol
 //!   number, and offers typed `store` / `retrieve` / `delete` / `list` /
 //!   `status`.
+//! - [`Client::watch`] (a `Stream` of [`WatchEvent`]s), [`Client::logout`]
+//!   and [`Client::audit`]: sharing one login between apps (`sharing.rs`).
 //! - [`Error`] with [`Error::kind`]: decide on outcomes without matching
 //!   strings.
 //! - Re-exported from `keyhaven-proto`: [`CredentialKey`] (the validated
@@ -37,9 +39,12 @@ use keyhaven_proto::pb::{
 use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
 use tonic::transport::{Channel, Endpoint};
 
+mod sharing;
+
 pub use keyhaven_proto::PROTOCOL;
 pub use keyhaven_proto::key::{DEFAULT_TOKEN_TYPE, KeyError, Limits};
 pub use keyhaven_proto::{CanonicalKey as CredentialKey, Secret};
+pub use sharing::{AuditEntry, AuditQuery, Caller, EventKind, Watch, WatchEvent};
 
 /// What went wrong, for deciding what to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

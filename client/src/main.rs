@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use keyhaven::{
-    Client, CredentialKey, DaemonStatus, Error, ListFilter, Metadata, Secret, StoreOptions,
-    system_to_ms,
+    AuditEntry, AuditQuery, Caller, Client, CredentialKey, DaemonStatus, Error, ListFilter,
+    Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
 };
 use keyhaven_proto::exit;
 
@@ -81,6 +81,54 @@ enum Command {
         /// Only this user id ('' for empty).
         #[arg(long = "user", value_name = "USER_ID")]
         user_id: Option<String>,
+        /// JSON output (an array of objects).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print changes as they happen, one line each (never secrets).
+    Watch {
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only this server id ('' for empty).
+        #[arg(long = "server", value_name = "SERVER_ID")]
+        server_id: Option<String>,
+        /// Only this user id ('' for empty).
+        #[arg(long = "user", value_name = "USER_ID")]
+        user_id: Option<String>,
+        /// Print the current credentials first (SNAPSHOT ... SYNCED).
+        #[arg(long)]
+        snapshot: bool,
+        /// Exit after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every credential of a provider and server (and user), at once.
+    Logout {
+        /// jellyfin, plex, emby, ...
+        provider: String,
+        /// The server's id ('' for account-wide tokens).
+        server_id: String,
+        /// Only this account ('' for the empty one); all accounts if left out.
+        user_id: Option<String>,
+    },
+    /// Show the audit log: who read, wrote or was refused what.
+    Audit {
+        /// Only this credential: provider::server_id::user_id[::token_type].
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Only programs whose path or app id contains this.
+        #[arg(long)]
+        program: Option<String>,
+        /// Only the last DURATION, e.g. 30s, 15m, 2h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        last: Option<String>,
+        /// At most this many entries (newest first).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
         /// JSON output (an array of objects).
         #[arg(long)]
         json: bool,
@@ -227,6 +275,76 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 print_table(&items);
             }
         }
+        Command::Watch {
+            provider,
+            server_id,
+            user_id,
+            snapshot,
+            count,
+            json,
+        } => {
+            let client = connect(cli.socket).await?;
+            let filter = ListFilter {
+                provider,
+                server_id,
+                user_id,
+            };
+            let mut watch = client.watch(&filter, snapshot).await?;
+            let mut seen = 0u64;
+            while count.is_none_or(|n| seen < n) {
+                let Some(event) = watch.next().await else {
+                    break;
+                };
+                print_event(&event?, json);
+                seen += 1;
+            }
+        }
+        Command::Logout {
+            provider,
+            server_id,
+            user_id,
+        } => {
+            let client = connect(cli.socket).await?;
+            let removed = client
+                .logout(&provider, &server_id, user_id.as_deref())
+                .await?;
+            for m in &removed {
+                println!("deleted {}", m.key);
+            }
+            println!("logged out: {} credential(s) deleted", removed.len());
+        }
+        Command::Audit {
+            key,
+            program,
+            last,
+            limit,
+            json,
+        } => {
+            let key = key
+                .map(|k| CredentialKey::parse(&k))
+                .transpose()
+                .map_err(Error::from)?;
+            let since = match last {
+                None => None,
+                Some(text) => Some(
+                    SystemTime::now()
+                        - parse_duration(&text).ok_or_else(|| {
+                            Failure::Input(format!(
+                                "--last {text:?}: give a number and a unit, e.g. 30s, 15m, 2h, 7d"
+                            ))
+                        })?,
+                ),
+            };
+            let client = connect(cli.socket).await?;
+            let query = AuditQuery {
+                key,
+                program,
+                since,
+                until: None,
+                limit,
+            };
+            print_audit(&client.audit(&query).await?, json);
+        }
         Command::Status { json } => {
             let client = connect(cli.socket).await?;
             let status = client.status().await?;
@@ -291,6 +409,112 @@ fn read_line_no_echo() -> std::io::Result<Secret> {
     read?;
     restored?;
     Ok(Secret::from(line))
+}
+
+fn caller_json(c: &Caller) -> serde_json::Value {
+    serde_json::json!({
+        "uid": c.uid,
+        "pid": c.pid,
+        "executable": c.executable,
+        "app_id": c.app_id,
+    })
+}
+
+fn caller_text(c: &Caller) -> String {
+    let program = c
+        .app_id
+        .as_deref()
+        .or(c.executable.as_deref())
+        .unwrap_or("?");
+    format!("{program} (pid {}, uid {})", c.pid, c.uid)
+}
+
+fn print_event(e: &WatchEvent, json: bool) {
+    if json {
+        let value = serde_json::json!({
+            "kind": e.kind.as_str(),
+            "time": rfc3339(e.time),
+            "credential": e.metadata.as_ref().map(metadata_json),
+            "actor": e.actor.as_ref().map(caller_json),
+            "missed": (e.kind == keyhaven::EventKind::Lagged).then_some(e.missed),
+        });
+        println!("{value}");
+    } else {
+        let mut line = format!("{} {}", rfc3339(e.time), e.kind.as_str());
+        if let Some(m) = &e.metadata {
+            line.push_str(&format!(" {} revision {}", m.key, m.revision));
+        }
+        if let Some(a) = &e.actor {
+            line.push_str(&format!(" by {}", caller_text(a)));
+        }
+        if e.kind == keyhaven::EventKind::Lagged {
+            line.push_str(&format!(
+                " missed {} events; re-sync with --snapshot",
+                e.missed
+            ));
+        }
+        println!("{line}");
+    }
+    let _ = std::io::stdout().flush();
+}
+
+fn print_audit(entries: &[AuditEntry], json: bool) {
+    if json {
+        let rows: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id,
+                    "time": rfc3339(e.time),
+                    "caller": caller_json(&e.caller),
+                    "operation": e.operation,
+                    "key": e.key.as_ref().map(ToString::to_string),
+                    "outcome": e.outcome,
+                    "detail": e.detail,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return;
+    }
+    if entries.is_empty() {
+        eprintln!("no audit entries");
+    }
+    for e in entries {
+        let key = e
+            .key
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "-".into());
+        let mut line = format!(
+            "{}  {:<8}  {:<20}  {}  {}",
+            rfc3339(e.time),
+            e.operation,
+            e.outcome,
+            key,
+            caller_text(&e.caller)
+        );
+        if !e.detail.is_empty() {
+            line.push_str(&format!("  ({})", e.detail));
+        }
+        println!("{line}");
+    }
+}
+
+/// `30s`, `15m`, `2h`, `7d`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -405,6 +629,17 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        for bad in ["", "5", "h", "5w", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -9,6 +9,12 @@
 //! max_connections = 128                          # concurrent client connections
 //! allowed_uids = []                              # other uids allowed besides the daemon's own
 //! log_format = "text"                            # or "json"
+//! expiry_sweep_seconds = 30                      # how often expired credentials are purged
+//! audit_max_entries = 100000                     # audit log retention, by count
+//! audit_max_age_days = 90                        # and by age
+//!
+//! [policy]                                       # optional per-app policy, see `policy.rs`
+//! default = "allow"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -17,12 +23,16 @@ use std::time::Duration;
 use keyhaven_proto::paths::{self, Env};
 use serde::Deserialize;
 
+use crate::audit::Retention;
 use crate::error::StartError;
+use crate::policy::{Policy, PolicyConfig};
 
 /// Default for [`Settings::max_secret_bytes`].
 pub const DEFAULT_MAX_SECRET_BYTES: usize = 64 * 1024;
 /// Hard ceiling for [`Settings::max_secret_bytes`]: the store is for tokens.
 pub const MAX_SECRET_BYTES_CEILING: usize = 1024 * 1024;
+/// Default for [`Settings::expiry_sweep`], in seconds.
+pub const DEFAULT_EXPIRY_SWEEP_SECONDS: u64 = 30;
 /// Default for [`Settings::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 128;
 
@@ -43,6 +53,14 @@ pub struct FileConfig {
     pub allowed_uids: Option<Vec<u32>>,
     /// `text` or `json`.
     pub log_format: Option<LogFormat>,
+    /// Seconds between expiry sweeps.
+    pub expiry_sweep_seconds: Option<u64>,
+    /// Audit entries kept.
+    pub audit_max_entries: Option<u64>,
+    /// Days audit entries are kept.
+    pub audit_max_age_days: Option<u64>,
+    /// Per-app policy.
+    pub policy: Option<PolicyConfig>,
 }
 
 /// Log output format.
@@ -90,6 +108,16 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How long in-flight requests may take to finish after a stop signal.
     pub shutdown_grace: Duration,
+    /// How often expired credentials are purged.
+    pub expiry_sweep: Duration,
+    /// Events kept for slow watchers before they are told they lagged.
+    pub event_buffer: usize,
+    /// Audit log retention.
+    pub audit_retention: Retention,
+    /// The per-app policy at start-up.
+    pub policy: Policy,
+    /// The config file, re-read for the policy on SIGHUP or change.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -104,6 +132,11 @@ impl Settings {
             allowed_uids: Vec::new(),
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
+            expiry_sweep: Duration::from_secs(DEFAULT_EXPIRY_SWEEP_SECONDS),
+            event_buffer: crate::events::DEFAULT_CAPACITY,
+            audit_retention: Retention::default(),
+            policy: Policy::default(),
+            config_path: None,
         }
     }
 
@@ -129,6 +162,27 @@ impl Settings {
                 reason: "max_connections must be at least 1".into(),
             });
         }
+        let config_error = |reason: String| StartError::Config {
+            path: config_path.clone(),
+            reason,
+        };
+        let policy = Policy::from_config(file.policy.unwrap_or_default())
+            .map_err(|e| config_error(e.to_string()))?;
+        let sweep = file
+            .expiry_sweep_seconds
+            .unwrap_or(DEFAULT_EXPIRY_SWEEP_SECONDS);
+        if sweep == 0 {
+            return Err(config_error(
+                "expiry_sweep_seconds must be at least 1".into(),
+            ));
+        }
+        let defaults = Retention::default();
+        let audit_retention = Retention {
+            max_entries: file.audit_max_entries.unwrap_or(defaults.max_entries),
+            max_age: file.audit_max_age_days.map_or(defaults.max_age, |d| {
+                Duration::from_secs(d.saturating_mul(86_400))
+            }),
+        };
         Ok(Self {
             socket: paths::socket(over.socket.as_deref(), env),
             data_dir: paths::data_dir(over.data_dir.as_deref(), file.data_dir.as_deref(), env)?,
@@ -138,6 +192,11 @@ impl Settings {
             allowed_uids: file.allowed_uids.unwrap_or_default(),
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_grace: Duration::from_secs(10),
+            expiry_sweep: Duration::from_secs(sweep),
+            event_buffer: crate::events::DEFAULT_CAPACITY,
+            audit_retention,
+            policy,
+            config_path: Some(config_path),
         })
     }
 

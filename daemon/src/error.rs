@@ -73,6 +73,9 @@ pub enum ServiceError {
     /// A limit was exceeded; the message names it.
     #[error("{0}")]
     Limit(String),
+    /// The per-app policy refused the caller; the message names the rule.
+    #[error("{0}")]
+    Denied(String),
     /// A store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -83,6 +86,7 @@ impl From<ServiceError> for Status {
         let code = match &err {
             ServiceError::Key(_) | ServiceError::Invalid(_) => Code::InvalidArgument,
             ServiceError::Limit(_) => Code::ResourceExhausted,
+            ServiceError::Denied(_) => Code::PermissionDenied,
             ServiceError::Store(e) => match e {
                 StoreError::NotFound { .. } => Code::NotFound,
                 StoreError::Conflict { .. } => Code::FailedPrecondition,

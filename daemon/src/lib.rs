@@ -10,10 +10,14 @@
 //!   key-file tier.
 //! - [`crypto`]: AES-256-GCM sealing bound to the credential key.
 //! - [`store`]: SQLite through sqlx; only ciphertext is stored.
+//! - [`identity`]: who is calling (uid, pid, executable, sandbox app id).
 //! - [`listener`]: socket binding and the peer-credential accept loop.
 //! - [`authority`]: accepts clients that send the socket path as
 //!   `:authority` (gRPC C core, grpc-java).
-//! - [`service`]: the gRPC services.
+//! - [`service`]: the gRPC services; [`watch`] streams changes.
+//! - [`events`]: the change feed behind Watch.
+//! - [`audit`]: who did what, kept in the store with bounded retention.
+//! - [`policy`]: the optional per-app policy, reloadable.
 //! - [`limits`]: oversize requests answered RESOURCE_EXHAUSTED.
 //! - [`error`]: error types and the one mapping to gRPC statuses.
 //!
@@ -22,16 +26,21 @@
 //! socket), serve until the shutdown future completes.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod authority;
 pub mod config;
 pub mod crypto;
 pub mod custody;
 pub mod error;
+pub mod events;
 pub mod fsutil;
+pub mod identity;
 pub mod limits;
 pub mod listener;
+pub mod policy;
 pub mod service;
 pub mod store;
+pub mod watch;
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::future::Future;
@@ -39,16 +48,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keyhaven_proto::pb::audit_server::AuditServer;
 use keyhaven_proto::pb::credentials_server::CredentialsServer;
 use keyhaven_proto::pb::daemon_server::DaemonServer;
 use tokio::net::UnixListener;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::audit::AuditLog;
 pub use crate::config::Settings;
 use crate::custody::{KeyFile, KeySource, KeyTier};
 pub use crate::error::StartError;
 use crate::listener::{AcceptPolicy, BoundSocket};
-use crate::service::{CredentialsService, DaemonService, Shared};
+use crate::policy::PolicyHandle;
+use crate::service::{AuditService, CredentialsService, DaemonService, Shared};
 use crate::store::Database;
 
 /// Room for the key, label and framing on top of the largest secret.
@@ -63,6 +75,9 @@ pub struct Prepared {
     policy: AcceptPolicy,
     max_message: usize,
     shutdown_grace: Duration,
+    expiry_sweep: Duration,
+    audit_retention: audit::Retention,
+    stopping_tx: tokio::sync::watch::Sender<bool>,
     _lock: File,
 }
 
@@ -75,6 +90,11 @@ impl Prepared {
     /// The database file.
     pub fn store_path(&self) -> &Path {
         self.shared.store.path()
+    }
+
+    /// The live per-app policy; call `reload()` on it for SIGHUP.
+    pub fn policy(&self) -> Arc<PolicyHandle> {
+        self.shared.policy.clone()
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish
@@ -90,6 +110,17 @@ impl Prepared {
             pid = std::process::id(),
             "keyhavend is serving"
         );
+        let maintenance = tokio::spawn(maintain(
+            self.shared.clone(),
+            self.expiry_sweep,
+            self.audit_retention,
+        ));
+        let stopping_tx = self.stopping_tx.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Ends Watch streams and the maintenance task.
+            let _ = stopping_tx.send(true);
+        };
         let result = serve(
             listener,
             self.shared.clone(),
@@ -99,6 +130,9 @@ impl Prepared {
             shutdown,
         )
         .await;
+        let _ = self.stopping_tx.send(true);
+        let _ = maintenance.await;
+        self.shared.audit.flush().await;
         self.shared.store.close().await;
         tracing::info!("keyhavend stopped");
         result.map_err(|e| StartError::Io {
@@ -122,7 +156,8 @@ pub async fn serve(
     let credentials = CredentialsServer::new(CredentialsService::new(shared.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let daemon = DaemonServer::new(DaemonService::new(shared));
+    let daemon = DaemonServer::new(DaemonService::new(shared.clone()));
+    let audit = AuditServer::new(AuditService::new(shared));
     // grpc.health.v1: "" and keyhaven.v1.Credentials are SERVING while the
     // store is open with its key (always, once serving has begun), and
     // NOT_SERVING from the moment shutdown starts.
@@ -156,6 +191,7 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(limits::map_oversize))
         .add_service(InterceptedService::new(credentials, listener::admit))
         .add_service(InterceptedService::new(daemon, listener::admit))
+        .add_service(InterceptedService::new(audit, listener::admit))
         .add_service(InterceptedService::new(health_service, listener::admit))
         .add_optional_service(reflection.map(|r| InterceptedService::new(r, listener::admit)))
         .serve_with_incoming_shutdown(incoming, signal);
@@ -171,6 +207,37 @@ pub async fn serve(
         } => {
             tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
             Ok(())
+        }
+    }
+}
+
+/// Background upkeep until shutdown: the expiry sweep (EXPIRED events),
+/// audit retention, and reloading the policy when the config file changes.
+async fn maintain(shared: Arc<Shared>, sweep: Duration, retention: audit::Retention) {
+    let mut stopping = shared.stopping.clone();
+    let mut sweep_tick = tokio::time::interval(sweep);
+    let mut policy_tick = tokio::time::interval(Duration::from_secs(2));
+    let mut prune_tick = tokio::time::interval(Duration::from_secs(600));
+    for tick in [&mut sweep_tick, &mut policy_tick, &mut prune_tick] {
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        tokio::select! {
+            changed = stopping.changed() => if changed.is_err() { return },
+            _ = sweep_tick.tick() => match shared.store.expire_due().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "removed expired credentials"),
+                Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            },
+            _ = policy_tick.tick() => shared.policy.reload_if_changed(),
+            _ = prune_tick.tick() => match shared.audit.prune(retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(pruned = n, "audit log pruned"),
+                Err(e) => tracing::error!(error = %e, "audit pruning failed"),
+            },
         }
     }
 }
@@ -195,24 +262,40 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
              read your home directory"
         );
     }
-    let store = database.with_key(loaded.key).await.map_err(|e| match e {
-        store::StoreError::WrongKey { expected, found } => {
-            StartError::Key(custody::KeyError::WrongKey {
-                source_desc: source.describe(),
-                found,
-                expected,
-                store: db_path.clone(),
-            })
-        }
-        other => StartError::Store(other),
-    })?;
+    let events = events::EventBus::new(settings.event_buffer);
+    let store = database
+        .with_key(loaded.key, events)
+        .await
+        .map_err(|e| match e {
+            store::StoreError::WrongKey { expected, found } => {
+                StartError::Key(custody::KeyError::WrongKey {
+                    source_desc: source.describe(),
+                    found,
+                    expected,
+                    store: db_path.clone(),
+                })
+            }
+            other => StartError::Store(other),
+        })?;
     let socket = listener::bind(&settings.socket)?;
+    let audit = AuditLog::start(store.clone());
+    let policy = Arc::new(PolicyHandle::new(
+        settings.policy.clone(),
+        settings.config_path.clone(),
+    ));
+    if !policy.get().is_open() {
+        tracing::info!("a per-app policy is in force");
+    }
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         store,
         max_secret_bytes: settings.max_secret_bytes,
         key_tier: loaded.tier,
         key_source: loaded.source_desc,
         started: Instant::now(),
+        audit: audit.clone(),
+        policy,
+        stopping,
     });
     Ok(Prepared {
         shared,
@@ -221,9 +304,13 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
             own_uid: keyhaven_proto::paths::current_uid(),
             allowed_uids: settings.allowed_uids.clone(),
             max_connections: settings.max_connections,
+            audit: Some(audit),
         },
         max_message: settings.max_secret_bytes + MESSAGE_OVERHEAD,
         shutdown_grace: settings.shutdown_grace,
+        expiry_sweep: settings.expiry_sweep,
+        audit_retention: settings.audit_retention,
+        stopping_tx,
         _lock: lock,
     })
 }

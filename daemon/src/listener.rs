@@ -26,9 +26,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::audit::AuditLog;
 use crate::authority::AuthorityFixer;
 use crate::error::StartError;
 use crate::fsutil;
+use crate::identity::Identity;
 
 /// Connections past the limit that are still answered (with
 /// RESOURCE_EXHAUSTED) rather than closed outright.
@@ -38,10 +40,8 @@ pub const OVERFLOW_CONNECTIONS: usize = 32;
 /// accept time. Attached to every request of that connection.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
-    /// Effective uid of the peer when it connected.
-    pub uid: u32,
-    /// Its pid when it connected (0 when the platform does not say).
-    pub pid: i32,
+    /// Uid, pid, executable and sandbox app id, read at accept time.
+    pub identity: Identity,
     /// A daemon-local connection number, for logs.
     pub conn: u64,
     /// False when the connection is over `max_connections`: every request on
@@ -243,6 +243,8 @@ pub struct AcceptPolicy {
     pub allowed_uids: Vec<u32>,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Where refusals are recorded.
+    pub audit: Option<AuditLog>,
 }
 
 impl AcceptPolicy {
@@ -301,8 +303,22 @@ async fn accept_loop(
                 own_uid = policy.own_uid,
                 "refused a connection from another user; closed before reading any request"
             );
+            if let Some(audit) = &policy.audit {
+                let who = Identity {
+                    uid,
+                    pid,
+                    executable: None,
+                    app_id: None,
+                };
+                let status = tonic::Status::permission_denied(format!(
+                    "uid {uid} is not the daemon's user ({})",
+                    policy.own_uid
+                ));
+                audit.outcome(&who, "connect", None, Some(&status));
+            }
             continue;
         }
+        let identity = Identity::of_process(uid, pid);
         let (permit, is_admitted) = match admitted.clone().try_acquire_owned() {
             Ok(p) => (p, true),
             Err(_) => match overflow.clone().try_acquire_owned() {
@@ -314,6 +330,10 @@ async fn accept_loop(
                         limit = policy.max_connections,
                         "connection limit reached; answering RESOURCE_EXHAUSTED"
                     );
+                    if let Some(audit) = &policy.audit {
+                        let status = tonic::Status::resource_exhausted("max_connections reached");
+                        audit.outcome(&identity, "connect", None, Some(&status));
+                    }
                     (p, false)
                 }
                 Err(_) => {
@@ -329,8 +349,7 @@ async fn accept_loop(
         };
         tracing::trace!(conn, uid, pid, "accepted");
         let peer = Peer {
-            uid,
-            pid,
+            identity,
             conn,
             admitted: is_admitted,
             limit: policy.max_connections,

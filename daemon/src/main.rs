@@ -73,6 +73,17 @@ fn main() -> ExitCode {
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let prepared = keyhaven_daemon::prepare(&settings).await?;
     let shutdown = shutdown_signal()?;
+    // SIGHUP re-reads the per-app policy without dropping connections.
+    let policy = prepared.policy();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("received SIGHUP: reloading the policy");
+            if let Err(e) = policy.reload() {
+                tracing::error!(error = %e, "policy not reloaded; the previous policy stays in force");
+            }
+        }
+    });
     prepared.serve(shutdown).await?;
     Ok(())
 }

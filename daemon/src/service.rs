@@ -1,23 +1,30 @@
-//! The gRPC services: request validation, then the store. Errors become
-//! statuses through `From<ServiceError> for Status` (see `error.rs`).
+//! The gRPC services: identity and policy, request validation, the store,
+//! then the audit record and log line. Errors become statuses through
+//! `From<ServiceError> for Status` (see `error.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use keyhaven_proto::key::check_label;
-use keyhaven_proto::pb::{self, credentials_server::Credentials, daemon_server::Daemon};
+use keyhaven_proto::pb::{
+    self, audit_server::Audit, credentials_server::Credentials, daemon_server::Daemon,
+};
 use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
 use keyhaven_proto::{CanonicalKey, PROTOCOL, Secret};
 use tonic::{Request, Response, Status};
 
+use crate::audit::{self, AuditLog};
 use crate::custody::KeyTier;
 use crate::error::ServiceError;
+use crate::identity::Identity;
 use crate::listener::Peer;
+use crate::policy::{Access, PolicyHandle};
 use crate::store::{ListFilter, Metadata, Put, Store};
+use crate::watch;
 
-/// Default `List` page size.
+/// Default `List` and audit page size.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
-/// Largest `List` page size.
+/// Largest `List` and audit page size.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// State shared by every request.
@@ -33,6 +40,12 @@ pub struct Shared {
     pub key_source: String,
     /// When the daemon started.
     pub started: Instant,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The per-app policy.
+    pub policy: Arc<PolicyHandle>,
+    /// Becomes true when shutdown starts; ends Watch streams.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// `keyhaven.v1.Credentials`.
@@ -44,6 +57,12 @@ pub struct CredentialsService {
 /// `keyhaven.v1.Daemon`.
 #[derive(Debug, Clone)]
 pub struct DaemonService {
+    shared: Arc<Shared>,
+}
+
+/// `keyhaven.v1.Audit`.
+#[derive(Debug, Clone)]
+pub struct AuditService {
     shared: Arc<Shared>,
 }
 
@@ -61,7 +80,15 @@ impl DaemonService {
     }
 }
 
-fn to_pb(meta: Metadata) -> pb::CredentialMetadata {
+impl AuditService {
+    /// Serves `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+/// Wire form of metadata.
+pub fn to_pb(meta: Metadata) -> pb::CredentialMetadata {
     pb::CredentialMetadata {
         key: Some(meta.key.to_pb()),
         revision: meta.revision,
@@ -72,32 +99,173 @@ fn to_pb(meta: Metadata) -> pb::CredentialMetadata {
     }
 }
 
+/// Wire form of a caller.
+pub fn identity_to_pb(id: &Identity) -> pb::CallerIdentity {
+    pb::CallerIdentity {
+        uid: id.uid,
+        pid: id.pid,
+        executable: id.executable.as_deref().unwrap_or("").to_owned(),
+        app_id: id.app_id.as_deref().unwrap_or("").to_owned(),
+    }
+}
+
 fn peer<T>(req: &Request<T>) -> Peer {
     req.extensions().get::<Peer>().cloned().unwrap_or_default()
 }
 
-/// Logs the outcome of one request: key and caller, never the secret.
-fn log_outcome<T>(
-    op: &'static str,
-    peer: &Peer,
-    key: Option<&CanonicalKey>,
-    result: &Result<T, Status>,
-) {
-    let key = key.map(ToString::to_string).unwrap_or_default();
-    match result {
-        Ok(_) => tracing::debug!(op, %key, uid = peer.uid, pid = peer.pid, "ok"),
-        Err(status)
-            if matches!(
-                status.code(),
-                tonic::Code::NotFound | tonic::Code::FailedPrecondition
-            ) =>
-        {
-            tracing::debug!(op, %key, uid = peer.uid, pid = peer.pid, code = ?status.code(), message = status.message(), "declined")
+/// The caller and (when valid) the key of a request.
+fn context<T>(
+    request: &Request<T>,
+    key: Option<&pb::CredentialKey>,
+) -> (Peer, Option<CanonicalKey>) {
+    let key = key.and_then(|k| CanonicalKey::from_pb(Some(k)).ok());
+    (peer(request), key)
+}
+
+impl Shared {
+    /// Turns a handler's result into the gRPC answer, records it in the
+    /// audit log and logs it (key and caller, never the secret).
+    fn finish<T>(
+        &self,
+        op: &'static str,
+        peer: &Peer,
+        key: Option<&CanonicalKey>,
+        result: Result<T, ServiceError>,
+    ) -> Result<Response<T>, Status> {
+        let result = result.map(Response::new).map_err(Status::from);
+        self.audit
+            .outcome(&peer.identity, op, key, result.as_ref().err());
+        let who = &peer.identity;
+        let key = key.map(ToString::to_string).unwrap_or_default();
+        match &result {
+            Ok(_) => tracing::debug!(op, %key, uid = who.uid, pid = who.pid, "ok"),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                tracing::debug!(op, %key, uid = who.uid, pid = who.pid,
+                    code = ?status.code(), message = status.message(), "declined")
+            }
+            Err(status) => tracing::info!(op, %key, uid = who.uid, pid = who.pid,
+                code = ?status.code(), message = status.message(), "refused"),
         }
-        Err(status) => tracing::info!(
-            op, %key, uid = peer.uid, pid = peer.pid,
-            code = ?status.code(), message = status.message(), "refused"
-        ),
+        result
+    }
+
+    /// Applies the per-app policy.
+    fn allow(
+        &self,
+        who: &Identity,
+        access: Access,
+        provider: &str,
+        server: &str,
+    ) -> Result<(), ServiceError> {
+        self.policy
+            .get()
+            .check(who, access, provider, server)
+            .map_err(ServiceError::Denied)
+    }
+}
+
+/// Checks ListRequest/WatchRequest-style filters; `None` fields match all.
+pub fn parse_filter(
+    provider: String,
+    server_id: String,
+    user_id: String,
+    match_empty_server_id: bool,
+    match_empty_user_id: bool,
+) -> Result<ListFilter, ServiceError> {
+    let field =
+        |value: String, match_empty: bool| (!value.is_empty() || match_empty).then_some(value);
+    let provider = field(provider, false);
+    let server_id = field(server_id, match_empty_server_id);
+    let user_id = field(user_id, match_empty_user_id);
+    // The key rules, with placeholders for the fields not given.
+    CanonicalKey::new(
+        provider.as_deref().unwrap_or("x"),
+        server_id.as_deref().unwrap_or(""),
+        user_id.as_deref().unwrap_or(""),
+        "",
+    )?;
+    Ok(ListFilter {
+        provider,
+        server_id,
+        user_id,
+        after: None,
+        limit: 0,
+    })
+}
+
+fn page_size(requested: u32) -> Result<u32, ServiceError> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(ServiceError::Invalid(format!(
+            "page_size is {n}; the limit is {MAX_PAGE_SIZE}"
+        ))),
+        n => Ok(n),
+    }
+}
+
+#[tonic::async_trait]
+impl Credentials for CredentialsService {
+    async fn store(
+        &self,
+        request: Request<pb::StoreRequest>,
+    ) -> Result<Response<pb::StoreResponse>, Status> {
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self.store_one(&peer.identity, request.into_inner()).await;
+        self.shared.finish("store", &peer, key.as_ref(), result)
+    }
+
+    async fn retrieve(
+        &self,
+        request: Request<pb::RetrieveRequest>,
+    ) -> Result<Response<pb::RetrieveResponse>, Status> {
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self
+            .retrieve_one(&peer.identity, request.into_inner())
+            .await;
+        self.shared.finish("retrieve", &peer, key.as_ref(), result)
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self.delete_one(&peer.identity, request.into_inner()).await;
+        self.shared.finish("delete", &peer, key.as_ref(), result)
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = self.list_page(request.into_inner()).await;
+        self.shared.finish("list", &peer, None, result)
+    }
+
+    type WatchStream = watch::EventStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = watch::start(&self.shared, request.into_inner()).await;
+        self.shared.finish("watch", &peer, None, result)
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = self.logout_all(&peer.identity, request.into_inner()).await;
+        self.shared.finish("logout", &peer, None, result)
     }
 }
 
@@ -132,72 +300,16 @@ impl CredentialsService {
             expected_revision: req.expected_revision,
         })
     }
-}
 
-#[tonic::async_trait]
-impl Credentials for CredentialsService {
-    async fn store(
+    async fn store_one(
         &self,
-        request: Request<pb::StoreRequest>,
-    ) -> Result<Response<pb::StoreResponse>, Status> {
-        let (peer, key) = context(&request, request.get_ref().key.as_ref());
-        let result = self.store_one(request.into_inner()).await;
-        finish("store", &peer, key.as_ref(), result)
-    }
-
-    async fn retrieve(
-        &self,
-        request: Request<pb::RetrieveRequest>,
-    ) -> Result<Response<pb::RetrieveResponse>, Status> {
-        let (peer, key) = context(&request, request.get_ref().key.as_ref());
-        let result = self.retrieve_one(request.into_inner()).await;
-        finish("retrieve", &peer, key.as_ref(), result)
-    }
-
-    async fn delete(
-        &self,
-        request: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let (peer, key) = context(&request, request.get_ref().key.as_ref());
-        let result = self.delete_one(request.into_inner()).await;
-        finish("delete", &peer, key.as_ref(), result)
-    }
-
-    async fn list(
-        &self,
-        request: Request<pb::ListRequest>,
-    ) -> Result<Response<pb::ListResponse>, Status> {
-        let (peer, _) = context(&request, None);
-        let result = self.list_page(request.into_inner()).await;
-        finish("list", &peer, None, result)
-    }
-}
-
-/// The caller and (when valid) the key of a request, for the log line.
-fn context<T>(
-    request: &Request<T>,
-    key: Option<&pb::CredentialKey>,
-) -> (Peer, Option<CanonicalKey>) {
-    let key = key.and_then(|k| CanonicalKey::from_pb(Some(k)).ok());
-    (peer(request), key)
-}
-
-/// Turns a handler's result into the gRPC answer and logs the outcome.
-fn finish<T>(
-    op: &'static str,
-    peer: &Peer,
-    key: Option<&CanonicalKey>,
-    result: Result<T, ServiceError>,
-) -> Result<Response<T>, Status> {
-    let result = result.map(Response::new).map_err(Status::from);
-    log_outcome(op, peer, key, &result);
-    result
-}
-
-impl CredentialsService {
-    async fn store_one(&self, req: pb::StoreRequest) -> Result<pb::StoreResponse, ServiceError> {
+        who: &Identity,
+        req: pb::StoreRequest,
+    ) -> Result<pb::StoreResponse, ServiceError> {
         let put = self.validate_put(req)?;
-        let (meta, created) = self.shared.store.put(put).await?;
+        self.shared
+            .allow(who, Access::Write, put.key.provider(), put.key.server_id())?;
+        let (meta, created) = self.shared.store.put(put, who).await?;
         Ok(pb::StoreResponse {
             metadata: Some(to_pb(meta)),
             created,
@@ -206,9 +318,12 @@ impl CredentialsService {
 
     async fn retrieve_one(
         &self,
+        who: &Identity,
         req: pb::RetrieveRequest,
     ) -> Result<pb::RetrieveResponse, ServiceError> {
         let key = CanonicalKey::from_pb(req.key.as_ref())?;
+        self.shared
+            .allow(who, Access::Read, key.provider(), key.server_id())?;
         let (meta, secret) = self.shared.store.get(&key).await?;
         Ok(pb::RetrieveResponse {
             metadata: Some(to_pb(meta)),
@@ -216,62 +331,73 @@ impl CredentialsService {
         })
     }
 
-    async fn delete_one(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse, ServiceError> {
+    async fn delete_one(
+        &self,
+        who: &Identity,
+        req: pb::DeleteRequest,
+    ) -> Result<pb::DeleteResponse, ServiceError> {
         let key = CanonicalKey::from_pb(req.key.as_ref())?;
         if req.expected_revision == Some(0) {
             return Err(ServiceError::Invalid(
                 "expected_revision 0 (must not exist) makes no sense for delete".into(),
             ));
         }
+        self.shared
+            .allow(who, Access::Write, key.provider(), key.server_id())?;
         let meta = self
             .shared
             .store
-            .delete(&key, req.expected_revision)
+            .delete(&key, req.expected_revision, who)
             .await?;
         Ok(pb::DeleteResponse {
             metadata: Some(to_pb(meta)),
         })
     }
-}
 
-impl CredentialsService {
-    async fn list_page(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ServiceError> {
-        let page_size = match req.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(ServiceError::Invalid(format!(
-                    "page_size is {n}; the limit is {MAX_PAGE_SIZE}"
-                )));
-            }
-            n => n,
-        };
-        // Validate the filter fields with the key rules, using placeholders
-        // for the fields not given.
-        let filter_field =
-            |value: String, match_empty: bool| (!value.is_empty() || match_empty).then_some(value);
-        let provider = filter_field(req.provider, false);
-        let server_id = filter_field(req.server_id, req.match_empty_server_id);
-        let user_id = filter_field(req.user_id, req.match_empty_user_id);
+    async fn logout_all(
+        &self,
+        who: &Identity,
+        req: pb::LogoutRequest,
+    ) -> Result<pb::LogoutResponse, ServiceError> {
+        // Validate with the key rules; the token type is a placeholder.
         CanonicalKey::new(
-            provider.as_deref().unwrap_or("x"),
-            server_id.as_deref().unwrap_or(""),
-            user_id.as_deref().unwrap_or(""),
+            &req.provider,
+            &req.server_id,
+            req.user_id.as_deref().unwrap_or(""),
             "",
         )?;
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(CanonicalKey::parse(&req.page_token).map_err(|_| {
+        self.shared
+            .allow(who, Access::Write, &req.provider, &req.server_id)?;
+        let removed = self
+            .shared
+            .store
+            .logout(&req.provider, &req.server_id, req.user_id.as_deref(), who)
+            .await?;
+        tracing::info!(
+            provider = %req.provider, server_id = %req.server_id,
+            user_id = req.user_id.as_deref().unwrap_or("*"), removed = removed.len(),
+            uid = who.uid, pid = who.pid, "logout"
+        );
+        Ok(pb::LogoutResponse {
+            deleted: removed.into_iter().map(to_pb).collect(),
+        })
+    }
+
+    async fn list_page(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ServiceError> {
+        let page_size = page_size(req.page_size)?;
+        let mut filter = parse_filter(
+            req.provider,
+            req.server_id,
+            req.user_id,
+            req.match_empty_server_id,
+            req.match_empty_user_id,
+        )?;
+        if !req.page_token.is_empty() {
+            filter.after = Some(CanonicalKey::parse(&req.page_token).map_err(|_| {
                 ServiceError::Invalid("page_token is not one this daemon issued".into())
-            })?)
-        };
-        let filter = ListFilter {
-            provider,
-            server_id,
-            user_id,
-            after,
-            limit: page_size + 1,
-        };
+            })?);
+        }
+        filter.limit = page_size + 1;
         let mut rows = self.shared.store.list(&filter).await?;
         let next_page_token = if rows.len() > page_size as usize {
             rows.truncate(page_size as usize);
@@ -308,5 +434,80 @@ impl Daemon for DaemonService {
             credential_count: count,
             uptime_seconds: self.shared.started.elapsed().as_secs(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl Audit for AuditService {
+    async fn query(
+        &self,
+        request: Request<pb::AuditQuery>,
+    ) -> Result<Response<pb::AuditPage>, Status> {
+        let result = self.page(request.into_inner()).await;
+        result.map(Response::new).map_err(Status::from)
+    }
+}
+
+impl AuditService {
+    async fn page(&self, q: pb::AuditQuery) -> Result<pb::AuditPage, ServiceError> {
+        let page_size = page_size(q.page_size)?;
+        let key = q
+            .key
+            .as_ref()
+            .map(|k| CanonicalKey::from_pb(Some(k)))
+            .transpose()?;
+        let time = |ts: &Option<prost_types::Timestamp>, field: &str| {
+            ts.as_ref()
+                .map(|t| {
+                    to_unix_ms(t).ok_or_else(|| {
+                        ServiceError::Invalid(format!("{field} is not a valid timestamp"))
+                    })
+                })
+                .transpose()
+        };
+        let before_id = if q.page_token.is_empty() {
+            None
+        } else {
+            Some(q.page_token.parse::<i64>().map_err(|_| {
+                ServiceError::Invalid("page_token is not one this daemon issued".into())
+            })?)
+        };
+        let filter = audit::Filter {
+            key,
+            program: (!q.program.is_empty()).then_some(q.program),
+            since: time(&q.since, "since")?,
+            until: time(&q.until, "until")?,
+            before_id,
+            limit: page_size + 1,
+        };
+        // Everything recorded before this query is visible to it.
+        self.shared.audit.flush().await;
+        let mut entries = self.shared.audit.query(&filter).await?;
+        let next_page_token = if entries.len() > page_size as usize {
+            entries.truncate(page_size as usize);
+            entries.last().map(|e| e.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(pb::AuditPage {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::AuditEntry {
+                    id: u64::try_from(e.id).unwrap_or(0),
+                    time: Some(from_unix_ms(e.at)),
+                    caller: Some(pb::CallerIdentity {
+                        uid: e.uid,
+                        pid: e.pid,
+                        executable: e.executable,
+                        app_id: e.app_id,
+                    }),
+                    operation: e.operation,
+                    key: e.key.map(|k| k.to_pb()),
+                    outcome: e.outcome,
+                    detail: e.detail,
+                })
+                .collect(),
+            next_page_token,
+        })
     }
 }

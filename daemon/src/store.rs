@@ -18,7 +18,9 @@ use sqlx::{FromRow, Sqlite, Transaction};
 
 use crate::crypto::{CryptoError, DataKey, Sealed};
 use crate::error::StartError;
+use crate::events::{Event, EventBus, EventKind};
 use crate::fsutil;
+use crate::identity::Identity;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -218,10 +220,15 @@ pub struct Database {
 }
 
 /// The store, ready to serve: database plus data key.
+///
+/// Every write holds `write_lock` from its transaction's start until its
+/// event is published, so events go out in revision order.
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Database>,
     key: Arc<DataKey>,
+    events: EventBus,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Database {
@@ -280,7 +287,7 @@ impl Database {
 
     /// Attaches the data key: verifies its check value, or records it when
     /// the store has never been keyed.
-    pub async fn with_key(self, key: DataKey) -> Result<Store, StoreError> {
+    pub async fn with_key(self, key: DataKey, events: EventBus) -> Result<Store, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let known: Vec<(String, Vec<u8>, Vec<u8>)> =
             sqlx::query_as("SELECT key_id, check_nonce, check_value FROM data_keys")
@@ -323,6 +330,8 @@ impl Database {
         Ok(Store {
             inner: Arc::new(self),
             key: Arc::new(key),
+            events,
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 }
@@ -338,9 +347,16 @@ impl Store {
         self.key.id()
     }
 
-    /// Writes a credential, honouring `expected_revision`.
-    pub async fn put(&self, put: Put) -> Result<(Metadata, bool), StoreError> {
+    /// The event bus writes are published on.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// Writes a credential, honouring `expected_revision`, and publishes a
+    /// STORED or UPDATED event naming `actor`.
+    pub async fn put(&self, put: Put, actor: &Identity) -> Result<(Metadata, bool), StoreError> {
         let sealed = self.key.seal(&put.key, put.secret.expose())?;
+        let _guard = self.write_lock.lock().await;
         let now = now_unix_ms();
         let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
         let existing = fetch_meta(&mut tx, &put.key).await?;
@@ -386,17 +402,25 @@ impl Store {
         .await?;
         tx.commit().await?;
         let created = existing.is_none();
-        Ok((
-            Metadata {
-                key: put.key,
-                revision,
-                created_at,
-                updated_at: now,
-                expires_at: put.expires_at,
-                label: put.label,
+        let meta = Metadata {
+            key: put.key,
+            revision,
+            created_at,
+            updated_at: now,
+            expires_at: put.expires_at,
+            label: put.label,
+        };
+        self.events.publish(Event {
+            kind: if created {
+                EventKind::Stored
+            } else {
+                EventKind::Updated
             },
-            created,
-        ))
+            metadata: meta.clone(),
+            time: now,
+            actor: Some(actor.clone()),
+        });
+        Ok((meta, created))
     }
 
     /// Reads and opens a credential. Expired credentials are not returned.
@@ -443,12 +467,15 @@ impl Store {
         Ok((meta, secret))
     }
 
-    /// Deletes a credential, honouring `expected_revision`.
+    /// Deletes a credential, honouring `expected_revision`, and publishes a
+    /// DELETED event. Returns the metadata it had.
     pub async fn delete(
         &self,
         key: &CanonicalKey,
         expected_revision: Option<u64>,
+        actor: &Identity,
     ) -> Result<Metadata, StoreError> {
+        let _guard = self.write_lock.lock().await;
         let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(meta) = fetch_meta(&mut tx, key).await? else {
             return Err(StoreError::NotFound {
@@ -473,9 +500,137 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         // Deleting consumes a revision too, so revisions order every change.
-        next_revision(&mut tx).await?;
+        let revision = next_revision(&mut tx).await?;
         tx.commit().await?;
+        self.events.publish(Event {
+            kind: EventKind::Deleted,
+            metadata: Metadata {
+                revision,
+                ..meta.clone()
+            },
+            time: now_unix_ms(),
+            actor: Some(actor.clone()),
+        });
         Ok(meta)
+    }
+
+    /// Deletes every credential of `provider` + `server_id` (+ `user_id`)
+    /// in one transaction; one DELETED event each. Returns them with the
+    /// revision each deletion consumed.
+    pub async fn logout(
+        &self,
+        provider: &str,
+        server_id: &str,
+        user_id: Option<&str>,
+        actor: &Identity,
+    ) -> Result<Vec<Metadata>, StoreError> {
+        let _guard = self.write_lock.lock().await;
+        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let sql = concat!(
+            "SELECT ",
+            meta_columns!(),
+            " FROM auth_tokens WHERE provider = ?1 AND server_id = ?2 \
+             AND (?3 IS NULL OR user_id = ?3) ORDER BY user_id, token_type"
+        );
+        let rows: Vec<Row> = sqlx::query_as(sql)
+            .bind(provider)
+            .bind(server_id)
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut removed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let meta = row.metadata()?;
+            removed.push(self.remove_in(&mut tx, meta).await?);
+        }
+        tx.commit().await?;
+        let now = now_unix_ms();
+        for meta in &removed {
+            self.events.publish(Event {
+                kind: EventKind::Deleted,
+                metadata: meta.clone(),
+                time: now,
+                actor: Some(actor.clone()),
+            });
+        }
+        Ok(removed)
+    }
+
+    /// Removes every credential whose `expires_at` has passed, publishing an
+    /// EXPIRED event for each. Returns how many were removed.
+    pub async fn expire_due(&self) -> Result<usize, StoreError> {
+        let _guard = self.write_lock.lock().await;
+        let now = now_unix_ms();
+        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let sql = concat!(
+            "SELECT ",
+            meta_columns!(),
+            " FROM auth_tokens WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1000"
+        );
+        let rows: Vec<Row> = sqlx::query_as(sql).bind(now).fetch_all(&mut *tx).await?;
+        let mut removed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let meta = row.metadata()?;
+            removed.push(self.remove_in(&mut tx, meta).await?);
+        }
+        tx.commit().await?;
+        for meta in &removed {
+            self.events.publish(Event {
+                kind: EventKind::Expired,
+                metadata: meta.clone(),
+                time: now,
+                actor: None,
+            });
+        }
+        Ok(removed.len())
+    }
+
+    /// Deletes one row inside `tx`; returns its metadata with the revision
+    /// the deletion consumed.
+    async fn remove_in(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        meta: Metadata,
+    ) -> Result<Metadata, StoreError> {
+        sqlx::query(concat!("DELETE FROM auth_tokens", by_key!()))
+            .bind(meta.key.provider())
+            .bind(meta.key.server_id())
+            .bind(meta.key.user_id())
+            .bind(meta.key.token_type())
+            .execute(&mut **tx)
+            .await?;
+        let revision = next_revision(tx).await?;
+        Ok(Metadata { revision, ..meta })
+    }
+
+    /// The store's latest revision and every credential matching `filter`,
+    /// read in one transaction: a consistent snapshot for `Watch`.
+    pub async fn snapshot(&self, filter: &ListFilter) -> Result<(u64, Vec<Metadata>), StoreError> {
+        let mut tx = self.inner.reader.begin().await?;
+        let last: i64 =
+            sqlx::query_scalar("SELECT value FROM store_meta WHERE name = 'last_revision'")
+                .fetch_one(&mut *tx)
+                .await?;
+        let sql = concat!(
+            "SELECT ",
+            meta_columns!(),
+            " FROM auth_tokens \
+             WHERE (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR server_id = ?2) \
+             AND (?3 IS NULL OR user_id = ?3) \
+             ORDER BY provider, server_id, user_id, token_type"
+        );
+        let rows: Vec<Row> = sqlx::query_as(sql)
+            .bind(filter.provider.as_deref())
+            .bind(filter.server_id.as_deref())
+            .bind(filter.user_id.as_deref())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let rows = rows
+            .into_iter()
+            .map(Row::metadata)
+            .collect::<Result<_, _>>()?;
+        Ok((u64::try_from(last).unwrap_or(0), rows))
     }
 
     /// Metadata in key order, filtered and paginated. Never secrets.
@@ -516,6 +671,16 @@ impl Store {
     pub async fn close(&self) {
         self.inner.reader.close().await;
         self.inner.writer.close().await;
+    }
+
+    /// The single writer connection's pool (for the audit log).
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.inner.writer
+    }
+
+    /// The readers' pool (for the audit log).
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.inner.reader
     }
 }
 

@@ -1,0 +1,357 @@
+//! The audit log: every Retrieve, Store, Delete, Logout, List, Watch and
+//! every refusal, with time, caller, key and outcome, in the store's
+//! `audit_log` table. Never a secret.
+//!
+//! Requests hand records to a bounded queue and go on; one background task
+//! writes them in batches (one transaction each), so auditing adds no fsync
+//! to a Retrieve. If the queue is full the record is dropped and counted
+//! (WARN), rather than slowing every caller down. [`AuditLog::flush`] waits
+//! until everything queued before it is written, so a query sees the
+//! caller's own recent actions. Retention: entries older than `max_age` and
+//! beyond the newest `max_entries` are pruned by the maintenance task.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use keyhaven_proto::CanonicalKey;
+use keyhaven_proto::time::now_unix_ms;
+use sqlx::FromRow;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::identity::Identity;
+use crate::store::{Store, StoreError};
+
+/// Records waiting to be written before new ones are dropped.
+const QUEUE: usize = 8192;
+/// Most records written in one transaction.
+const BATCH: usize = 512;
+
+/// One thing that happened.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Unix ms.
+    pub at: i64,
+    /// Who.
+    pub caller: Identity,
+    /// `retrieve`, `store`, `delete`, `logout`, `list`, `watch`, `connect`.
+    pub operation: &'static str,
+    /// Which credential, when the operation has one.
+    pub key: Option<CanonicalKey>,
+    /// `OK` or the gRPC code name of the refusal.
+    pub outcome: String,
+    /// Why, for refusals. Never a secret.
+    pub detail: String,
+}
+
+/// A stored audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Row id; newer entries have larger ids.
+    pub id: i64,
+    /// Unix ms.
+    pub at: i64,
+    /// Caller uid.
+    pub uid: u32,
+    /// Caller pid.
+    pub pid: i32,
+    /// Caller executable ('' when unknown).
+    pub executable: String,
+    /// Caller sandbox app id ('' when none).
+    pub app_id: String,
+    /// The operation.
+    pub operation: String,
+    /// The key, when there was one.
+    pub key: Option<CanonicalKey>,
+    /// `OK` or a gRPC code name.
+    pub outcome: String,
+    /// Explanation.
+    pub detail: String,
+}
+
+/// What to select, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Exact key.
+    pub key: Option<CanonicalKey>,
+    /// Substring of the executable or app id.
+    pub program: Option<String>,
+    /// At or after (Unix ms).
+    pub since: Option<i64>,
+    /// Before (Unix ms).
+    pub until: Option<i64>,
+    /// Only ids below this (pagination).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Retention limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Keep at most this many entries.
+    pub max_entries: u64,
+    /// Keep entries at most this old.
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_entries: 100_000,
+            max_age: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+enum Message {
+    Record(Record),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle for recording and querying; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Message>,
+    dropped: Arc<AtomicU64>,
+    store: Store,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Record(r) => write!(f, "Record({})", r.operation),
+            Self::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer task. It ends when every handle is dropped.
+    pub fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(store.clone(), rx));
+        Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+            store,
+        }
+    }
+
+    /// Queues a record; never waits.
+    pub fn record(&self, record: Record) {
+        if self.tx.try_send(Message::Record(record)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n, "audit queue full; audit records dropped");
+            }
+        }
+    }
+
+    /// Records a request's outcome.
+    pub fn outcome(
+        &self,
+        caller: &Identity,
+        operation: &'static str,
+        key: Option<&CanonicalKey>,
+        status: Option<&tonic::Status>,
+    ) {
+        let (outcome, detail) = match status {
+            None => ("OK".to_owned(), String::new()),
+            Some(s) => (code_name(s.code()).to_owned(), s.message().to_owned()),
+        };
+        self.record(Record {
+            at: now_unix_ms(),
+            caller: caller.clone(),
+            operation,
+            key: key.cloned(),
+            outcome,
+            detail,
+        });
+    }
+
+    /// Waits until every record queued before this call is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Message::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Entries matching `filter`, newest first.
+    pub async fn query(&self, filter: &Filter) -> Result<Vec<Entry>, StoreError> {
+        let mut escaped = None;
+        if let Some(p) = &filter.program {
+            escaped = Some(format!(
+                "%{}%",
+                p.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            ));
+        }
+        let k = filter.key.as_ref();
+        let rows: Vec<EntryRow> = sqlx::query_as(
+            "SELECT id, at, uid, pid, executable, app_id, operation, provider, server_id, \
+             user_id, token_type, outcome, detail FROM audit_log \
+             WHERE (?1 IS NULL OR (provider = ?1 AND server_id = ?2 AND user_id = ?3 AND token_type = ?4)) \
+             AND (?5 IS NULL OR executable LIKE ?5 ESCAPE '\\' OR app_id LIKE ?5 ESCAPE '\\') \
+             AND (?6 IS NULL OR at >= ?6) AND (?7 IS NULL OR at < ?7) \
+             AND (?8 IS NULL OR id < ?8) \
+             ORDER BY id DESC LIMIT ?9",
+        )
+        .bind(k.map(CanonicalKey::provider))
+        .bind(k.map(CanonicalKey::server_id))
+        .bind(k.map(CanonicalKey::user_id))
+        .bind(k.map(CanonicalKey::token_type))
+        .bind(escaped)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(filter.before_id)
+        .bind(i64::from(filter.limit))
+        .fetch_all(self.store.reader())
+        .await?;
+        Ok(rows.into_iter().map(EntryRow::into_entry).collect())
+    }
+
+    /// Deletes entries beyond the retention limits; returns how many.
+    pub async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
+        let cutoff =
+            now_unix_ms() - i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let by_age = sqlx::query("DELETE FROM audit_log WHERE at < ?")
+            .bind(cutoff)
+            .execute(self.store.writer())
+            .await?
+            .rows_affected();
+        let keep = i64::try_from(retention.max_entries).unwrap_or(i64::MAX);
+        let by_count =
+            sqlx::query("DELETE FROM audit_log WHERE id <= (SELECT MAX(id) FROM audit_log) - ?")
+                .bind(keep)
+                .execute(self.store.writer())
+                .await?
+                .rows_affected();
+        Ok(by_age + by_count)
+    }
+}
+
+#[derive(FromRow)]
+struct EntryRow {
+    id: i64,
+    at: i64,
+    uid: i64,
+    pid: i64,
+    executable: String,
+    app_id: String,
+    operation: String,
+    provider: Option<String>,
+    server_id: Option<String>,
+    user_id: Option<String>,
+    token_type: Option<String>,
+    outcome: String,
+    detail: String,
+}
+
+impl EntryRow {
+    fn into_entry(self) -> Entry {
+        let key = match (
+            &self.provider,
+            &self.server_id,
+            &self.user_id,
+            &self.token_type,
+        ) {
+            (Some(p), Some(s), Some(u), Some(t)) => CanonicalKey::new(p, s, u, t).ok(),
+            _ => None,
+        };
+        Entry {
+            id: self.id,
+            at: self.at,
+            uid: u32::try_from(self.uid).unwrap_or(u32::MAX),
+            pid: i32::try_from(self.pid).unwrap_or(0),
+            executable: self.executable,
+            app_id: self.app_id,
+            operation: self.operation,
+            key,
+            outcome: self.outcome,
+            detail: self.detail,
+        }
+    }
+}
+
+async fn writer(store: Store, mut rx: mpsc::Receiver<Message>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Message::Record(r) => batch.push(r),
+                Message::Flush(ack) => waiting.push(ack),
+            }
+            next = if batch.len() < BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty()
+            && let Err(e) = write_batch(&store, &batch).await
+        {
+            tracing::error!(error = %e, records = batch.len(), "could not write audit records");
+        }
+        batch.clear();
+        for ack in waiting.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+async fn write_batch(store: &Store, batch: &[Record]) -> Result<(), StoreError> {
+    let mut tx = store.writer().begin().await?;
+    for r in batch {
+        let k = r.key.as_ref();
+        sqlx::query(
+            "INSERT INTO audit_log (at, uid, pid, executable, app_id, operation, provider, \
+             server_id, user_id, token_type, outcome, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.at)
+        .bind(i64::from(r.caller.uid))
+        .bind(i64::from(r.caller.pid))
+        .bind(r.caller.executable.as_deref().unwrap_or(""))
+        .bind(r.caller.app_id.as_deref().unwrap_or(""))
+        .bind(r.operation)
+        .bind(k.map(CanonicalKey::provider))
+        .bind(k.map(CanonicalKey::server_id))
+        .bind(k.map(CanonicalKey::user_id))
+        .bind(k.map(CanonicalKey::token_type))
+        .bind(&r.outcome)
+        .bind(&r.detail)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The canonical gRPC name of a status code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
