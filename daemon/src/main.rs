@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 ///
 /// Logging: KEYHAVEN_LOG (or RUST_LOG) sets the filter, e.g. `debug`.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "keyhavend", version, about)]
 struct Args {
     /// Socket to listen on [env: KEYHAVEN_SOCKET]
     #[arg(long, value_name = "PATH")]

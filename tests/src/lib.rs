@@ -166,8 +166,12 @@ pub fn bin(name: &str) -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if !path.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ lives in the workspace");
         let status = Command::new(cargo)
-            .args(["build", "--bin", "keyhavend", "--bin", "keyhaven"])
+            .current_dir(workspace)
+            .args(["build", "-p", "keyhaven-daemon", "-p", "keyhaven", "--bins"])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
