@@ -7,10 +7,15 @@ use std::process::Command;
 
 #[test]
 fn help_lists_every_command() {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyhaven")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyhaven"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for command in ["store", "get", "delete", "list", "watch", "logout", "audit", "status"] {
+    for command in [
+        "store", "get", "delete", "list", "watch", "logout", "audit", "status",
+    ] {
         assert!(text.contains(command), "--help lacks {command}:\n{text}");
     }
     assert!(text.contains("Exit codes"), "{text}");
@@ -27,6 +32,9 @@ fn a_missing_daemon_is_explained() {
         .unwrap();
     assert_eq!(out.status.code(), Some(5));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("keyhavend is not running (no socket at"), "{err}");
+    assert!(
+        err.contains("keyhavend is not running (no socket at"),
+        "{err}"
+    );
     assert!(err.contains("nobody-here.sock"), "{err}");
 }

@@ -7,7 +7,12 @@ use std::process::Command;
 
 fn keyhavend() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyhavend"));
-    for var in ["KEYHAVEN_CONFIG", "KEYHAVEN_SOCKET", "KEYHAVEN_DATA_DIR", "KEYHAVEN_KEY_FILE"] {
+    for var in [
+        "KEYHAVEN_CONFIG",
+        "KEYHAVEN_SOCKET",
+        "KEYHAVEN_DATA_DIR",
+        "KEYHAVEN_KEY_FILE",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -18,10 +23,19 @@ fn version_and_help() {
     let out = keyhavend().arg("--version").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.trim(), format!("keyhavend {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text.trim(),
+        format!("keyhavend {}", env!("CARGO_PKG_VERSION"))
+    );
     let out = keyhavend().arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--socket", "--data-dir", "--key-file", "--config", "--log-format"] {
+    for flag in [
+        "--socket",
+        "--data-dir",
+        "--key-file",
+        "--config",
+        "--log-format",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
 }
@@ -43,9 +57,20 @@ fn config_errors_stop_start_up_with_a_clear_message() {
     assert!(err.contains("max_conections"), "{err}");
 
     let bad_policy = dir.path().join("policy.toml");
-    std::fs::write(&bad_policy, "[policy]\n[[policy.rules]]\naccess = [\"read\"]\n").unwrap();
-    let out = keyhavend().arg("--config").arg(&bad_policy).output().unwrap();
+    std::fs::write(
+        &bad_policy,
+        "[policy]\n[[policy.rules]]\naccess = [\"read\"]\n",
+    )
+    .unwrap();
+    let out = keyhavend()
+        .arg("--config")
+        .arg(&bad_policy)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("policy rule 1") && err.contains("exe or app_id"), "{err}");
+    assert!(
+        err.contains("policy rule 1") && err.contains("exe or app_id"),
+        "{err}"
+    );
 }
