@@ -378,6 +378,13 @@ impl CredentialsService {
             user_id = req.user_id.as_deref().unwrap_or("*"), removed = removed.len(),
             uid = who.uid, pid = who.pid, "logout"
         );
+        // One audit entry per credential the logout removed, so a key's
+        // history shows how it went away.
+        for meta in &removed {
+            self.shared
+                .audit
+                .outcome(who, "logout", Some(&meta.key), None);
+        }
         Ok(pb::LogoutResponse {
             deleted: removed.into_iter().map(to_pb).collect(),
         })
