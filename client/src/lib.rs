@@ -39,6 +39,7 @@ use keyhaven_proto::pb::{
 use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
 use tonic::transport::{Channel, Endpoint};
 
+pub mod compat;
 mod sharing;
 
 pub use keyhaven_proto::PROTOCOL;
