@@ -248,6 +248,37 @@ pub struct DaemonStatus {
     pub credential_count: u64,
     /// Seconds since start.
     pub uptime_seconds: u64,
+    /// Why the store is locked; `None` when it is open.
+    pub key_problem: Option<String>,
+    /// The data key's id (not secret); empty when locked.
+    pub key_id: String,
+    /// Every key tier as the daemon last saw it.
+    pub key_tiers: Vec<KeyTierState>,
+}
+
+/// One key tier as the daemon saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTierState {
+    /// `systemd-credential`, `keyring` or `file`.
+    pub tier: String,
+    /// `active`, `holds-key`, `empty`, `unavailable`, `not-configured` or
+    /// `skipped`.
+    pub state: String,
+    /// Details: where, which key id, what failed.
+    pub detail: String,
+}
+
+/// The result of [`Client::rotate_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRotation {
+    /// Key id before.
+    pub old_key_id: String,
+    /// Key id after.
+    pub new_key_id: String,
+    /// Credentials re-sealed.
+    pub resealed: u64,
+    /// Tier holding the key.
+    pub tier: String,
 }
 
 /// A connection to keyhavend. Cheap to clone; clones share the connection.
@@ -439,6 +470,30 @@ impl Client {
         }
     }
 
+    /// Re-seals every credential under a new data key (crash-safe).
+    pub async fn rotate_key(&self) -> Result<KeyRotation> {
+        let r = DaemonClient::new(self.channel.clone())
+            .rotate_key(pb::RotateKeyRequest {})
+            .await?
+            .into_inner();
+        Ok(KeyRotation {
+            old_key_id: r.old_key_id,
+            new_key_id: r.new_key_id,
+            resealed: r.resealed,
+            tier: r.tier,
+        })
+    }
+
+    /// Moves the data key to `to` (`keyring` or `file`); returns the tier it
+    /// came from.
+    pub async fn move_key(&self, to: &str) -> Result<String> {
+        let r = DaemonClient::new(self.channel.clone())
+            .move_key(pb::MoveKeyRequest { to: to.to_owned() })
+            .await?
+            .into_inner();
+        Ok(r.from)
+    }
+
     /// Asks the daemon for its current status.
     pub async fn status(&self) -> Result<DaemonStatus> {
         let status = DaemonClient::new(self.channel.clone())
@@ -459,6 +514,17 @@ fn status_from_pb(s: pb::StatusResponse) -> DaemonStatus {
         key_source: s.key_source,
         credential_count: s.credential_count,
         uptime_seconds: s.uptime_seconds,
+        key_problem: (!s.key_problem.is_empty()).then_some(s.key_problem),
+        key_id: s.key_id,
+        key_tiers: s
+            .key_tiers
+            .into_iter()
+            .map(|t| KeyTierState {
+                tier: t.tier,
+                state: t.state,
+                detail: t.detail,
+            })
+            .collect(),
     }
 }
 

@@ -133,11 +133,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain where the data key is kept, what that protects against,
+    /// and how to do better.
+    Doctor,
+    /// Manage the data key.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Show the daemon's version, protocol, pid, store and key tier.
     Status {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Re-seal every credential under a new data key (crash-safe).
+    Rotate,
+    /// Move the data key to another tier.
+    Move {
+        /// keyring or file.
+        #[arg(long, value_parser = ["keyring", "file"])]
+        to: String,
     },
 }
 
@@ -344,6 +362,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 limit,
             };
             print_audit(&client.audit(&query).await?, json);
+        }
+        Command::Doctor => {
+            let client = connect(cli.socket).await?;
+            let status = client.status().await?;
+            print_doctor(&status);
+        }
+        Command::Key(KeyCommand::Rotate) => {
+            let client = connect(cli.socket).await?;
+            let r = client.rotate_key().await?;
+            println!(
+                "rotated the data key in the {} tier: {} -> {}, {} credential(s) re-sealed",
+                r.tier, r.old_key_id, r.new_key_id, r.resealed
+            );
+        }
+        Command::Key(KeyCommand::Move { to }) => {
+            let client = connect(cli.socket).await?;
+            let from = client.move_key(&to).await?;
+            if from == to {
+                println!("the data key is already kept in the {to} tier");
+            } else {
+                println!("moved the data key from the {from} tier to the {to} tier");
+            }
         }
         Command::Status { json } => {
             let client = connect(cli.socket).await?;
@@ -591,6 +631,89 @@ fn print_table(items: &[Metadata]) {
     }
 }
 
+fn print_doctor(s: &DaemonStatus) {
+    let explain = |tier: &str| match tier {
+        "systemd-credential" => {
+            "a systemd credential, decrypted by systemd when the service starts (TPM- or \
+             host-key-sealed with systemd-creds). A copy of your home directory or disk image is \
+             useless without this machine. Strongest here."
+        }
+        "keyring" => {
+            "your desktop keyring (Secret Service, Keychain, Credential Manager), encrypted with \
+             your login password. A copy of your files is useless without that password; \
+             programs running as you while you are logged in can still ask for it."
+        }
+        _ => {
+            "a file readable only by you (mode 0600). It keeps the tokens safe if the database \
+             alone is copied (a backup, a synced folder), but anyone or anything that can read \
+             your home directory can read the key too."
+        }
+    };
+    println!("keyhaven doctor");
+    println!();
+    match (
+        &s.key_problem,
+        s.key_tiers.iter().find(|t| t.state == "active"),
+    ) {
+        (Some(problem), _) => {
+            println!("PROBLEM: the credential store is locked. Apps get \"unavailable\" until");
+            println!("this is fixed; keyhavend keeps looking on its own.");
+            println!("  {problem}");
+        }
+        (None, Some(active)) => {
+            println!(
+                "Your tokens are encrypted with a data key (id {}) kept in:",
+                s.key_id
+            );
+            println!("  {} ({})", active.tier, active.detail);
+            println!("  {}", explain(&active.tier));
+        }
+        (None, None) => println!("The daemon did not report where its key is."),
+    }
+    println!();
+    println!("Where a data key can be kept, strongest first:");
+    for t in &s.key_tiers {
+        let state = match t.state.as_str() {
+            "active" => "in use",
+            "holds-key" => "holds a key",
+            "empty" => "available, empty",
+            "unavailable" => "not reachable",
+            "not-configured" => "not set up",
+            "skipped" => "not checked (a stronger tier is in use)",
+            other => other,
+        };
+        println!("  {:<19} {state}: {}", t.tier, t.detail);
+    }
+    let active = s
+        .key_tiers
+        .iter()
+        .find(|t| t.state == "active")
+        .map(|t| t.tier.as_str());
+    println!();
+    match active {
+        Some("file") => {
+            let keyring = s.key_tiers.iter().find(|t| t.tier == "keyring");
+            if keyring.is_some_and(|k| k.state == "empty" || k.state == "holds-key") {
+                println!("To do better: your keyring is reachable. Run");
+                println!("  keyhaven key move --to keyring");
+            } else {
+                println!("To do better: start a keyring (e.g. gnome-keyring or KeePassXC with");
+                println!(
+                    "Secret Service) in your session, then run `keyhaven key move --to keyring`;"
+                );
+                println!(
+                    "or, for a service, provide the key as a systemd credential (see README)."
+                );
+            }
+        }
+        Some("keyring") => {
+            println!("To do better on a machine with a TPM: provide the key as a systemd");
+            println!("credential (systemd-creds encrypt, LoadCredentialEncrypted=; see README).");
+        }
+        _ => {}
+    }
+}
+
 fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
     if json {
         let value = serde_json::json!({
@@ -603,6 +726,11 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
             "key_source": s.key_source,
             "credential_count": s.credential_count,
             "uptime_seconds": s.uptime_seconds,
+            "key_id": s.key_id,
+            "key_problem": s.key_problem,
+            "key_tiers": s.key_tiers.iter().map(|t| serde_json::json!({
+                "tier": t.tier, "state": t.state, "detail": t.detail,
+            })).collect::<Vec<_>>(),
             "client_version": env!("CARGO_PKG_VERSION"),
             "client_protocol": keyhaven::PROTOCOL,
         });
@@ -618,7 +746,10 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
         "store:     {} ({} credentials)",
         s.store_path, s.credential_count
     );
-    println!("key tier:  {} ({})", s.key_tier, s.key_source);
+    match &s.key_problem {
+        None => println!("key tier:  {} ({})", s.key_tier, s.key_source),
+        Some(problem) => println!("key:       LOCKED: {problem}"),
+    }
     println!(
         "client:    keyhaven {} (protocol {})",
         env!("CARGO_PKG_VERSION"),

@@ -20,7 +20,7 @@ use sqlx::FromRow;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::identity::Identity;
-use crate::store::{Store, StoreError};
+use crate::store::{Database, StoreError};
 
 /// Records waiting to be written before new ones are dropped.
 const QUEUE: usize = 8192;
@@ -114,7 +114,7 @@ enum Message {
 pub struct AuditLog {
     tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
-    store: Store,
+    store: Database,
 }
 
 impl std::fmt::Debug for Message {
@@ -128,7 +128,7 @@ impl std::fmt::Debug for Message {
 
 impl AuditLog {
     /// Starts the writer task. It ends when every handle is dropped.
-    pub fn start(store: Store) -> Self {
+    pub fn start(store: Database) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(writer(store.clone(), rx));
         Self {
@@ -276,7 +276,7 @@ impl EntryRow {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Message>) {
+async fn writer(store: Database, mut rx: mpsc::Receiver<Message>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -304,7 +304,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
-async fn write_batch(store: &Store, batch: &[Record]) -> Result<(), StoreError> {
+async fn write_batch(store: &Database, batch: &[Record]) -> Result<(), StoreError> {
     let mut tx = store.writer().begin().await?;
     for r in batch {
         let k = r.key.as_ref();

@@ -9,6 +9,8 @@
 //! max_connections = 128                          # concurrent client connections
 //! allowed_uids = []                              # other uids allowed besides the daemon's own
 //! log_format = "text"                            # or "json"
+//! key_source = "keyring"                        # pin a key tier: "systemd-credential", "keyring" or "file"
+//! credential_name = "keyhaven.key"               # the systemd credential's name
 //! expiry_sweep_seconds = 30                      # how often expired credentials are purged
 //! audit_max_entries = 100000                     # audit log retention, by count
 //! audit_max_age_days = 90                        # and by age
@@ -24,13 +26,19 @@ use keyhaven_proto::paths::{self, Env};
 use serde::Deserialize;
 
 use crate::audit::Retention;
+use crate::custody::KeyTier;
 use crate::error::StartError;
+use crate::keyring::KeyringChoice;
 use crate::policy::{Policy, PolicyConfig};
 
 /// Default for [`Settings::max_secret_bytes`].
 pub const DEFAULT_MAX_SECRET_BYTES: usize = 64 * 1024;
 /// Hard ceiling for [`Settings::max_secret_bytes`]: the store is for tokens.
 pub const MAX_SECRET_BYTES_CEILING: usize = 1024 * 1024;
+/// Default systemd credential name.
+pub const DEFAULT_CREDENTIAL_NAME: &str = "keyhaven.key";
+/// Default for [`Settings::key_retry`], in seconds.
+pub const DEFAULT_KEY_RETRY_SECONDS: u64 = 5;
 /// Default for [`Settings::expiry_sweep`], in seconds.
 pub const DEFAULT_EXPIRY_SWEEP_SECONDS: u64 = 30;
 /// Default for [`Settings::max_connections`].
@@ -55,6 +63,10 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// Seconds between expiry sweeps.
     pub expiry_sweep_seconds: Option<u64>,
+    /// Use only this key tier.
+    pub key_source: Option<String>,
+    /// The systemd credential's file name.
+    pub credential_name: Option<String>,
     /// Audit entries kept.
     pub audit_max_entries: Option<u64>,
     /// Days audit entries are kept.
@@ -118,6 +130,18 @@ pub struct Settings {
     pub policy: Policy,
     /// The config file, re-read for the policy on SIGHUP or change.
     pub config_path: Option<PathBuf>,
+    /// `$CREDENTIALS_DIRECTORY` (systemd credentials).
+    pub credentials_dir: Option<PathBuf>,
+    /// The systemd credential's file name.
+    pub credential_name: String,
+    /// Which keyring to use.
+    pub keyring: KeyringChoice,
+    /// How long one keyring call may take.
+    pub keyring_timeout: Duration,
+    /// `key_source`: use only this tier.
+    pub key_source: Option<KeyTier>,
+    /// How often a locked store looks for its key again.
+    pub key_retry: Duration,
 }
 
 impl Settings {
@@ -137,6 +161,13 @@ impl Settings {
             audit_retention: Retention::default(),
             policy: Policy::default(),
             config_path: None,
+            credentials_dir: None,
+            credential_name: DEFAULT_CREDENTIAL_NAME.into(),
+            // Hermetic by default: tests opt in to a keyring.
+            keyring: KeyringChoice::Disabled,
+            keyring_timeout: crate::keyring::DEFAULT_TIMEOUT,
+            key_source: None,
+            key_retry: Duration::from_secs(DEFAULT_KEY_RETRY_SECONDS),
         }
     }
 
@@ -176,6 +207,14 @@ impl Settings {
                 "expiry_sweep_seconds must be at least 1".into(),
             ));
         }
+        let key_source = match file.key_source.as_deref() {
+            None => None,
+            Some(name) => Some(KeyTier::parse(name).ok_or_else(|| {
+                config_error(format!(
+                    "key_source = {name:?}: use \"systemd-credential\", \"keyring\" or \"file\""
+                ))
+            })?),
+        };
         let defaults = Retention::default();
         let audit_retention = Retention {
             max_entries: file.audit_max_entries.unwrap_or(defaults.max_entries),
@@ -197,6 +236,17 @@ impl Settings {
             audit_retention,
             policy,
             config_path: Some(config_path),
+            credentials_dir: env
+                .var("CREDENTIALS_DIRECTORY")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            credential_name: file
+                .credential_name
+                .unwrap_or_else(|| DEFAULT_CREDENTIAL_NAME.into()),
+            keyring: KeyringChoice::Platform,
+            keyring_timeout: crate::keyring::DEFAULT_TIMEOUT,
+            key_source,
+            key_retry: Duration::from_secs(DEFAULT_KEY_RETRY_SECONDS),
         })
     }
 

@@ -76,6 +76,13 @@ pub enum ServiceError {
     /// The per-app policy refused the caller; the message names the rule.
     #[error("{0}")]
     Denied(String),
+    /// The store cannot serve now (its key is missing); the message says
+    /// what to do.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request cannot be done in the current state.
+    #[error("{0}")]
+    Precondition(String),
     /// A store failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -87,6 +94,10 @@ impl From<ServiceError> for Status {
             ServiceError::Key(_) | ServiceError::Invalid(_) => Code::InvalidArgument,
             ServiceError::Limit(_) => Code::ResourceExhausted,
             ServiceError::Denied(_) => Code::PermissionDenied,
+            ServiceError::Unavailable(message) => {
+                return Status::unavailable(message.clone());
+            }
+            ServiceError::Precondition(_) => Code::FailedPrecondition,
             ServiceError::Store(e) => match e {
                 StoreError::NotFound { .. } => Code::NotFound,
                 StoreError::Conflict { .. } => Code::FailedPrecondition,

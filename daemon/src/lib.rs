@@ -6,8 +6,9 @@
 //! - [`config`]: settings from flags, environment and the optional TOML file.
 //! - [`fsutil`]: private directories and files (created with their mode,
 //!   then verified).
-//! - [`custody`]: where the data key lives ([`custody::KeySource`]); the
-//!   key-file tier.
+//! - [`custody`]: where the data key lives: systemd credential, OS
+//!   keyring ([`keyring`]), key file; [`vault`] finds it, waits for it,
+//!   rotates and moves it; [`fault`] injects crashes for tests.
 //! - [`crypto`]: AES-256-GCM sealing bound to the credential key.
 //! - [`store`]: SQLite through sqlx; only ciphertext is stored.
 //! - [`identity`]: who is calling (uid, pid, executable, sandbox app id).
@@ -33,13 +34,16 @@ pub mod crypto;
 pub mod custody;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod fsutil;
 pub mod identity;
+pub mod keyring;
 pub mod limits;
 pub mod listener;
 pub mod policy;
 pub mod service;
 pub mod store;
+pub mod vault;
 pub mod watch;
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -56,12 +60,14 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::audit::AuditLog;
 pub use crate::config::Settings;
-use crate::custody::{KeyFile, KeySource, KeyTier};
+use crate::custody::{Custody, CustodyConfig};
 pub use crate::error::StartError;
+use crate::keyring::Keyring;
 use crate::listener::{AcceptPolicy, BoundSocket};
 use crate::policy::PolicyHandle;
 use crate::service::{AuditService, CredentialsService, DaemonService, Shared};
 use crate::store::Database;
+use crate::vault::Vault;
 
 /// Room for the key, label and framing on top of the largest secret.
 const MESSAGE_OVERHEAD: usize = 16 * 1024;
@@ -76,6 +82,7 @@ pub struct Prepared {
     max_message: usize,
     shutdown_grace: Duration,
     expiry_sweep: Duration,
+    key_retry: Duration,
     audit_retention: audit::Retention,
     stopping_tx: tokio::sync::watch::Sender<bool>,
     _lock: File,
@@ -89,7 +96,7 @@ impl Prepared {
 
     /// The database file.
     pub fn store_path(&self) -> &Path {
-        self.shared.store.path()
+        self.shared.vault.database().path()
     }
 
     /// The live per-app policy; call `reload()` on it for SIGHUP.
@@ -105,14 +112,15 @@ impl Prepared {
         };
         tracing::info!(
             socket = %self.socket.path().display(),
-            store = %self.shared.store.path().display(),
-            key_tier = %self.shared.key_tier,
+            store = %self.shared.vault.database().path().display(),
+            key_tier = self.shared.vault.state().tier.map_or("none (locked)", |t| t.as_str()),
             pid = std::process::id(),
             "keyhavend is serving"
         );
         let maintenance = tokio::spawn(maintain(
             self.shared.clone(),
             self.expiry_sweep,
+            self.key_retry,
             self.audit_retention,
         ));
         let stopping_tx = self.stopping_tx.clone();
@@ -133,7 +141,7 @@ impl Prepared {
         let _ = self.stopping_tx.send(true);
         let _ = maintenance.await;
         self.shared.audit.flush().await;
-        self.shared.store.close().await;
+        self.shared.vault.database().close().await;
         tracing::info!("keyhavend stopped");
         result.map_err(|e| StartError::Io {
             what: "serve on",
@@ -157,14 +165,15 @@ pub async fn serve(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let daemon = DaemonServer::new(DaemonService::new(shared.clone()));
-    let audit = AuditServer::new(AuditService::new(shared));
     // grpc.health.v1: "" and keyhaven.v1.Credentials are SERVING while the
-    // store is open with its key (always, once serving has begun), and
-    // NOT_SERVING from the moment shutdown starts.
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CredentialsServer<CredentialsService>>()
-        .await;
+    // store is open with its key, NOT_SERVING while it is locked and from
+    // the moment shutdown starts.
+    let health = shared.health.clone();
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(health.clone()),
+    );
+    set_health(&shared).await;
+    let audit = AuditServer::new(AuditService::new(shared));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keyhaven_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -213,9 +222,16 @@ pub async fn serve(
 
 /// Background upkeep until shutdown: the expiry sweep (EXPIRED events),
 /// audit retention, and reloading the policy when the config file changes.
-async fn maintain(shared: Arc<Shared>, sweep: Duration, retention: audit::Retention) {
+async fn maintain(
+    shared: Arc<Shared>,
+    sweep: Duration,
+    key_retry: Duration,
+    retention: audit::Retention,
+) {
     let mut stopping = shared.stopping.clone();
     let mut sweep_tick = tokio::time::interval(sweep);
+    let mut key_tick = tokio::time::interval(key_retry);
+    key_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut policy_tick = tokio::time::interval(Duration::from_secs(2));
     let mut prune_tick = tokio::time::interval(Duration::from_secs(600));
     for tick in [&mut sweep_tick, &mut policy_tick, &mut prune_tick] {
@@ -227,10 +243,19 @@ async fn maintain(shared: Arc<Shared>, sweep: Duration, retention: audit::Retent
         }
         tokio::select! {
             changed = stopping.changed() => if changed.is_err() { return },
-            _ = sweep_tick.tick() => match shared.store.expire_due().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(expired = n, "removed expired credentials"),
-                Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+            _ = sweep_tick.tick() => if let Ok(store) = shared.vault.store() {
+                match store.expire_due().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "removed expired credentials"),
+                    Err(e) => tracing::error!(error = %e, "expiry sweep failed"),
+                }
+            },
+            _ = key_tick.tick(), if !shared.vault.is_open() => {
+                match shared.vault.unlock().await {
+                    Ok(true) => set_health(&shared).await,
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "looking for the data key failed"),
+                }
             },
             _ = policy_tick.tick() => shared.policy.reload_if_changed(),
             _ = prune_tick.tick() => match shared.audit.prune(retention).await {
@@ -242,43 +267,51 @@ async fn maintain(shared: Arc<Shared>, sweep: Duration, retention: audit::Retent
     }
 }
 
+/// SERVING while the store is open, NOT_SERVING while it is locked.
+async fn set_health(shared: &Shared) {
+    let status = if shared.vault.is_open() {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    shared
+        .health
+        .set_service_status("keyhaven.v1.Credentials", status)
+        .await;
+    shared.health.set_service_status("", status).await;
+}
+
 /// Takes the lock, opens the store with its key and binds the socket.
 pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
     fsutil::ensure_private_dir(&settings.data_dir)?;
     let lock = take_lock(&settings.lock_file())?;
     let db_path = settings.database();
     let database = Database::open(&db_path).await?;
-    let key_ids = database.key_ids().await.map_err(StartError::from)?;
-    let source = KeyFile::new(&settings.key_file);
-    let loaded = custody::obtain(&source, &key_ids, &db_path)?;
-    if loaded.created {
-        tracing::info!(key_id = loaded.key.id(), source = %loaded.source_desc, "generated a new data key");
-    }
-    if loaded.tier == KeyTier::File {
-        tracing::warn!(
-            key_file = %settings.key_file.display(),
-            "the data key is kept in a 0600 key file: it protects copies of the database alone \
-             (backups, sync folders) but not against programs running as you or anyone who can \
-             read your home directory"
-        );
-    }
+    let store_id = database.store_id().await.map_err(StartError::from)?;
+    let custody = Custody::new(
+        CustodyConfig {
+            credentials_dir: settings.credentials_dir.clone(),
+            credential_name: settings.credential_name.clone(),
+            key_file: settings.key_file.clone(),
+            keyring: Keyring::new(settings.keyring.clone(), settings.keyring_timeout),
+            pinned: settings.key_source,
+        },
+        &store_id,
+    );
     let events = events::EventBus::new(settings.event_buffer);
-    let store = database
-        .with_key(loaded.key, events)
-        .await
-        .map_err(|e| match e {
-            store::StoreError::WrongKey { expected, found } => {
-                StartError::Key(custody::KeyError::WrongKey {
-                    source_desc: source.describe(),
-                    found,
-                    expected,
-                    store: db_path.clone(),
-                })
-            }
-            other => StartError::Store(other),
-        })?;
+    let vault = Vault::new(database.clone(), events, custody);
+    // Err only when a pinned tier is unusable; a missing key otherwise
+    // leaves the store locked, served UNAVAILABLE, and retried.
+    vault.unlock().await.map_err(|e| match e {
+        vault::VaultError::Key(k) => StartError::Key(k),
+        vault::VaultError::Store(s) => StartError::Store(s),
+        vault::VaultError::Refused(reason) => StartError::Config {
+            path: db_path.clone(),
+            reason,
+        },
+    })?;
     let socket = listener::bind(&settings.socket)?;
-    let audit = AuditLog::start(store.clone());
+    let audit = AuditLog::start(database);
     let policy = Arc::new(PolicyHandle::new(
         settings.policy.clone(),
         settings.config_path.clone(),
@@ -288,10 +321,9 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
     }
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
-        store,
+        vault,
         max_secret_bytes: settings.max_secret_bytes,
-        key_tier: loaded.tier,
-        key_source: loaded.source_desc,
+        health: tonic_health::server::HealthReporter::new(),
         started: Instant::now(),
         audit: audit.clone(),
         policy,
@@ -309,6 +341,7 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
         max_message: settings.max_secret_bytes + MESSAGE_OVERHEAD,
         shutdown_grace: settings.shutdown_grace,
         expiry_sweep: settings.expiry_sweep,
+        key_retry: settings.key_retry,
         audit_retention: settings.audit_retention,
         stopping_tx,
         _lock: lock,

@@ -19,7 +19,8 @@ use crate::error::ServiceError;
 use crate::identity::Identity;
 use crate::listener::Peer;
 use crate::policy::{Access, PolicyHandle};
-use crate::store::{ListFilter, Metadata, Put, Store};
+use crate::store::{ListFilter, Metadata, Put};
+use crate::vault::Vault;
 use crate::watch;
 
 /// Default `List` and audit page size.
@@ -30,14 +31,12 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// State shared by every request.
 #[derive(Debug)]
 pub struct Shared {
-    /// The store.
-    pub store: Store,
+    /// The database, its key custody and (once unlocked) the store.
+    pub vault: Vault,
     /// Largest secret accepted.
     pub max_secret_bytes: usize,
-    /// Where the key came from.
-    pub key_tier: KeyTier,
-    /// Human description of the key source.
-    pub key_source: String,
+    /// grpc.health.v1 status, SERVING only while the store is open.
+    pub health: tonic_health::server::HealthReporter,
     /// When the daemon started.
     pub started: Instant,
     /// The audit log.
@@ -309,7 +308,7 @@ impl CredentialsService {
         let put = self.validate_put(req)?;
         self.shared
             .allow(who, Access::Write, put.key.provider(), put.key.server_id())?;
-        let (meta, created) = self.shared.store.put(put, who).await?;
+        let (meta, created) = self.shared.vault.store()?.put(put, who).await?;
         Ok(pb::StoreResponse {
             metadata: Some(to_pb(meta)),
             created,
@@ -324,7 +323,7 @@ impl CredentialsService {
         let key = CanonicalKey::from_pb(req.key.as_ref())?;
         self.shared
             .allow(who, Access::Read, key.provider(), key.server_id())?;
-        let (meta, secret) = self.shared.store.get(&key).await?;
+        let (meta, secret) = self.shared.vault.store()?.get(&key).await?;
         Ok(pb::RetrieveResponse {
             metadata: Some(to_pb(meta)),
             secret: secret.into_vec(),
@@ -346,7 +345,8 @@ impl CredentialsService {
             .allow(who, Access::Write, key.provider(), key.server_id())?;
         let meta = self
             .shared
-            .store
+            .vault
+            .store()?
             .delete(&key, req.expected_revision, who)
             .await?;
         Ok(pb::DeleteResponse {
@@ -370,7 +370,8 @@ impl CredentialsService {
             .allow(who, Access::Write, &req.provider, &req.server_id)?;
         let removed = self
             .shared
-            .store
+            .vault
+            .store()?
             .logout(&req.provider, &req.server_id, req.user_id.as_deref(), who)
             .await?;
         tracing::info!(
@@ -405,7 +406,7 @@ impl CredentialsService {
             })?);
         }
         filter.limit = page_size + 1;
-        let mut rows = self.shared.store.list(&filter).await?;
+        let mut rows = self.shared.vault.store()?.list(&filter).await?;
         let next_page_token = if rows.len() > page_size as usize {
             rows.truncate(page_size as usize);
             rows.last().map(|m| m.key.to_string()).unwrap_or_default()
@@ -425,22 +426,89 @@ impl Daemon for DaemonService {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let count = self
-            .shared
-            .store
+        let vault = &self.shared.vault;
+        let count = vault
+            .database()
             .count()
             .await
             .map_err(|e| Status::from(ServiceError::from(e)))?;
+        let key = vault.state();
+        let tier = key.tier;
+        let key_source = tier
+            .map(|t| {
+                key.reports
+                    .iter()
+                    .find(|r| r.tier == t)
+                    .map(|r| r.detail.clone())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
         Ok(Response::new(pb::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol: PROTOCOL,
             pid: std::process::id(),
-            store_path: self.shared.store.path().display().to_string(),
-            key_tier: self.shared.key_tier.as_str().to_owned(),
-            key_source: self.shared.key_source.clone(),
+            store_path: vault.database().path().display().to_string(),
+            key_tier: tier.map(|t| t.as_str().to_owned()).unwrap_or_default(),
+            key_source,
             credential_count: count,
             uptime_seconds: self.shared.started.elapsed().as_secs(),
+            key_problem: key.problem.unwrap_or_default(),
+            key_tiers: key
+                .reports
+                .iter()
+                .map(|r| pb::KeyTierState {
+                    tier: r.tier.as_str().to_owned(),
+                    state: r.state.to_owned(),
+                    detail: r.detail.clone(),
+                })
+                .collect(),
+            key_id: key.key_id.unwrap_or_default(),
         }))
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<pb::RotateKeyRequest>,
+    ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = self
+            .shared
+            .vault
+            .rotate()
+            .await
+            .map(|r| pb::RotateKeyResponse {
+                old_key_id: r.old_key_id,
+                new_key_id: r.new_key_id,
+                resealed: r.resealed,
+                tier: r.tier.as_str().to_owned(),
+            })
+            .map_err(ServiceError::from);
+        self.shared.finish("rotate-key", &peer, None, result)
+    }
+
+    async fn move_key(
+        &self,
+        request: Request<pb::MoveKeyRequest>,
+    ) -> Result<Response<pb::MoveKeyResponse>, Status> {
+        let (peer, _) = context(&request, None);
+        let to = request.get_ref().to.clone();
+        let result = match KeyTier::parse(&to) {
+            None => Err(ServiceError::Invalid(format!(
+                "to = {to:?}: use \"keyring\" or \"file\""
+            ))),
+            Some(target) => self
+                .shared
+                .vault
+                .move_to(target)
+                .await
+                .map(|(from, key_id)| pb::MoveKeyResponse {
+                    from: from.as_str().to_owned(),
+                    to: target.as_str().to_owned(),
+                    key_id,
+                })
+                .map_err(ServiceError::from),
+        };
+        self.shared.finish("move-key", &peer, None, result)
     }
 }
 

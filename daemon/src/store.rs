@@ -211,8 +211,9 @@ impl Row {
     }
 }
 
-/// An open, migrated database whose data key is not attached yet.
-#[derive(Debug)]
+/// An open, migrated database whose data key is not attached yet. Cheap
+/// to clone (the pools are shared).
+#[derive(Debug, Clone)]
 pub struct Database {
     writer: SqlitePool,
     reader: SqlitePool,
@@ -226,7 +227,7 @@ pub struct Database {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Database>,
-    key: Arc<DataKey>,
+    key: Arc<std::sync::RwLock<Arc<DataKey>>>,
     events: EventBus,
     write_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -285,15 +286,75 @@ impl Database {
         )
     }
 
+    /// The ids of the keys the stored credentials are sealed with (empty
+    /// when there are none): any key that opens them must have one of these.
+    pub async fn row_key_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT key_id FROM auth_tokens ORDER BY key_id")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    /// The single writer connection's pool (for the audit log).
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The readers' pool (for the audit log).
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// Closes both pools, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// How many credentials are stored (no key needed).
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM auth_tokens")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// This store's random id.
+    pub async fn store_id(&self) -> Result<String, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM store_info WHERE name = 'store_id'")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Attaches the data key: verifies its check value, or records it when
-    /// the store has never been keyed.
-    pub async fn with_key(self, key: DataKey, events: EventBus) -> Result<Store, StoreError> {
+    /// the store has never seen it and no credential is sealed with another
+    /// key. Forgets recorded keys no credential uses any more.
+    pub async fn with_key(&self, key: DataKey, events: EventBus) -> Result<Store, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let known: Vec<(String, Vec<u8>, Vec<u8>)> =
             sqlx::query_as("SELECT key_id, check_nonce, check_value FROM data_keys")
                 .fetch_all(&mut *tx)
                 .await?;
-        if known.is_empty() {
+        let sealed_with: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT key_id FROM auth_tokens")
+                .fetch_all(&mut *tx)
+                .await?;
+        let is_known = known.iter().any(|(id, _, _)| id == key.id());
+        if !is_known && sealed_with.iter().any(|id| id != key.id()) {
+            return Err(StoreError::WrongKey {
+                expected: sealed_with.join(", "),
+                found: key.id().to_owned(),
+            });
+        }
+        if !is_known {
             let check = key.seal_check()?;
             sqlx::query(
                 "INSERT INTO data_keys (key_id, check_nonce, check_value, created_at) VALUES (?, ?, ?, ?)",
@@ -304,18 +365,7 @@ impl Database {
             .bind(now_unix_ms())
             .execute(&mut *tx)
             .await?;
-        } else {
-            let Some((_, nonce, value)) = known.iter().find(|(id, _, _)| id == key.id()) else {
-                let expected = known
-                    .iter()
-                    .map(|k| k.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(StoreError::WrongKey {
-                    expected,
-                    found: key.id().to_owned(),
-                });
-            };
+        } else if let Some((_, nonce, value)) = known.iter().find(|(id, _, _)| id == key.id()) {
             let check = Sealed {
                 nonce: nonce.clone(),
                 ciphertext: value.clone(),
@@ -326,10 +376,17 @@ impl Database {
                 });
             }
         }
+        sqlx::query(
+            "DELETE FROM data_keys WHERE key_id != ? \
+             AND key_id NOT IN (SELECT DISTINCT key_id FROM auth_tokens)",
+        )
+        .bind(key.id())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Store {
-            inner: Arc::new(self),
-            key: Arc::new(key),
+            inner: Arc::new(self.clone()),
+            key: Arc::new(std::sync::RwLock::new(Arc::new(key))),
             events,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
@@ -342,9 +399,85 @@ impl Store {
         &self.inner.path
     }
 
-    /// The id of the data key in use.
-    pub fn key_id(&self) -> &str {
-        self.key.id()
+    /// The data key in use.
+    pub fn key(&self) -> Arc<DataKey> {
+        match self.key.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-seals every credential under `new_key` in one transaction and
+    /// switches to it. Either every row moves to the new key or none does.
+    /// Fails, changing nothing, if any row cannot be opened.
+    pub async fn rotate_to(&self, new_key: DataKey) -> Result<u64, StoreError> {
+        let _guard = self.write_lock.lock().await;
+        let old = self.key();
+        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let check = new_key.seal_check()?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO data_keys (key_id, check_nonce, check_value, created_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(new_key.id())
+        .bind(&check.nonce)
+        .bind(&check.ciphertext)
+        .bind(now_unix_ms())
+        .execute(&mut *tx)
+        .await?;
+        let sql = concat!(
+            "SELECT ",
+            meta_columns!(),
+            ", ciphertext, nonce, key_id FROM auth_tokens"
+        );
+        let rows: Vec<SealedRow> = sqlx::query_as(sql).fetch_all(&mut *tx).await?;
+        let count = rows.len() as u64;
+        for row in rows {
+            let id = row.row.id;
+            let meta = row.row.metadata()?;
+            let sealed = Sealed {
+                nonce: row.nonce,
+                ciphertext: row.ciphertext,
+            };
+            let secret = if row.key_id == old.id() {
+                old.open(&meta.key, &sealed)
+            } else {
+                Err(CryptoError::Open)
+            }
+            .map_err(|reason| StoreError::Unsealable {
+                key: meta.key.clone(),
+                reason,
+            })?;
+            let resealed = new_key.seal(&meta.key, secret.expose())?;
+            sqlx::query(
+                "UPDATE auth_tokens SET ciphertext = ?, nonce = ?, key_id = ? WHERE id = ?",
+            )
+            .bind(&resealed.ciphertext)
+            .bind(&resealed.nonce)
+            .bind(new_key.id())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        crate::fault::point("rotate:after-reseal");
+        match self.key.write() {
+            Ok(mut k) => *k = Arc::new(new_key),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(new_key),
+        }
+        Ok(count)
+    }
+
+    /// Forgets recorded keys that neither seal a credential nor are in use.
+    pub async fn forget_unused_keys(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM data_keys WHERE key_id != ? \
+             AND key_id NOT IN (SELECT DISTINCT key_id FROM auth_tokens)",
+        )
+        .bind(self.key().id().to_owned())
+        .execute(&self.inner.writer)
+        .await?;
+        Ok(())
     }
 
     /// The event bus writes are published on.
@@ -355,8 +488,11 @@ impl Store {
     /// Writes a credential, honouring `expected_revision`, and publishes a
     /// STORED or UPDATED event naming `actor`.
     pub async fn put(&self, put: Put, actor: &Identity) -> Result<(Metadata, bool), StoreError> {
-        let sealed = self.key.seal(&put.key, put.secret.expose())?;
+        // The lock comes first: a rotation holds it, so the key read here
+        // is the one every row will be sealed with when this write commits.
         let _guard = self.write_lock.lock().await;
+        let key = self.key();
+        let sealed = key.seal(&put.key, put.secret.expose())?;
         let now = now_unix_ms();
         let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
         let existing = fetch_meta(&mut tx, &put.key).await?;
@@ -392,7 +528,7 @@ impl Store {
         .bind(put.key.token_type())
         .bind(&sealed.ciphertext)
         .bind(&sealed.nonce)
-        .bind(self.key.id())
+        .bind(key.id())
         .bind(put.label.as_deref())
         .bind(revision_to_sql(revision))
         .bind(created_at)
@@ -447,7 +583,8 @@ impl Store {
                 expired: true,
             });
         }
-        if row.key_id != self.key.id() {
+        let data_key = self.key();
+        if row.key_id != data_key.id() {
             return Err(StoreError::Unsealable {
                 key: key.clone(),
                 reason: CryptoError::Open,
@@ -457,8 +594,7 @@ impl Store {
             nonce: row.nonce,
             ciphertext: row.ciphertext,
         };
-        let secret = self
-            .key
+        let secret = data_key
             .open(key, &sealed)
             .map_err(|reason| StoreError::Unsealable {
                 key: key.clone(),
@@ -657,30 +793,6 @@ impl Store {
             .fetch_all(&self.inner.reader)
             .await?;
         rows.into_iter().map(Row::metadata).collect()
-    }
-
-    /// How many credentials are stored.
-    pub async fn count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM auth_tokens")
-            .fetch_one(&self.inner.reader)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    /// Closes both pools, checkpointing the WAL.
-    pub async fn close(&self) {
-        self.inner.reader.close().await;
-        self.inner.writer.close().await;
-    }
-
-    /// The single writer connection's pool (for the audit log).
-    pub(crate) fn writer(&self) -> &SqlitePool {
-        &self.inner.writer
-    }
-
-    /// The readers' pool (for the audit log).
-    pub(crate) fn reader(&self) -> &SqlitePool {
-        &self.inner.reader
     }
 }
 

@@ -44,9 +44,10 @@ pub async fn start(
         req.match_empty_server_id,
         req.match_empty_user_id,
     )?;
-    let mut events = shared.store.events().subscribe();
+    let store = shared.vault.store()?;
+    let mut events = shared.vault.events().subscribe();
     let (snapshot_revision, snapshot) = if req.snapshot {
-        shared.store.snapshot(&filter).await?
+        store.snapshot(&filter).await?
     } else {
         (0, Vec::new())
     };

@@ -246,6 +246,11 @@ impl TestEnv {
             "RUST_LOG",
             "XDG_DATA_HOME",
             "XDG_CONFIG_HOME",
+            // Hermetic: no session bus, so no real keyring, unless a test
+            // sets one up on purpose.
+            "DBUS_SESSION_BUS_ADDRESS",
+            "CREDENTIALS_DIRECTORY",
+            "KEYHAVEN_FAULT",
         ] {
             cmd.env_remove(var);
         }
@@ -370,6 +375,28 @@ impl DaemonProcess {
         (status, log)
     }
 
+    /// Waits (bounded) for the process to exit on its own; returns its
+    /// exit status and full log.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for keyhavend") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "keyhavend did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let log = self.log();
+        (status, log)
+    }
+
     /// SIGTERM, then wait.
     pub fn stop(self) -> (std::process::ExitStatus, String) {
         self.stop_with(rustix::process::Signal::TERM)
@@ -429,4 +456,105 @@ pub fn skip(test: &str, why: &str) {
         std::io::stderr().lock(),
         "\n*** SKIPPED {test}: {why} ***\n"
     );
+}
+
+/// A keyring for tests: the in-memory `keyring_core` mock store, plus
+/// switches that make it act locked, absent, or hang, as real keyrings do.
+#[derive(Debug)]
+pub struct TestKeyring {
+    inner: keyhaven_daemon::keyring::CoreKeyring,
+    mode: Mutex<KeyringMode>,
+    gate: std::sync::Condvar,
+    names: Mutex<Vec<String>>,
+}
+
+/// How a [`TestKeyring`] behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyringMode {
+    /// Works.
+    Open,
+    /// Answers "locked".
+    Locked,
+    /// Answers "no keyring".
+    Absent,
+    /// Never answers until set to another mode.
+    Hanging,
+}
+
+impl TestKeyring {
+    /// A working, empty keyring.
+    pub fn new() -> std::sync::Arc<Self> {
+        let store: std::sync::Arc<keyring_core::CredentialStore> =
+            keyring_core::mock::Store::new().expect("mock keyring store");
+        std::sync::Arc::new(Self {
+            inner: keyhaven_daemon::keyring::CoreKeyring::new(store),
+            mode: Mutex::new(KeyringMode::Open),
+            gate: std::sync::Condvar::new(),
+            names: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Switches behaviour; releases calls hanging in `Hanging` mode.
+    pub fn set_mode(&self, mode: KeyringMode) {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+        self.gate.notify_all();
+    }
+
+    /// The keyring as the daemon's settings take it.
+    pub fn choice(self: &std::sync::Arc<Self>) -> keyhaven_daemon::keyring::KeyringChoice {
+        keyhaven_daemon::keyring::KeyringChoice::Custom(self.clone())
+    }
+
+    /// The entries that hold a secret now, with their secrets.
+    pub fn entries(&self) -> Vec<(String, Vec<u8>)> {
+        use keyhaven_daemon::keyring::KeyringBackend;
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        names
+            .into_iter()
+            .filter_map(|n| self.inner.get(&n).ok().flatten().map(|v| (n, v)))
+            .collect()
+    }
+
+    fn gate(&self) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
+        use keyhaven_daemon::keyring::KeyringError;
+        let mut mode = self.mode.lock().unwrap_or_else(|e| e.into_inner());
+        while *mode == KeyringMode::Hanging {
+            mode = self.gate.wait(mode).unwrap_or_else(|e| e.into_inner());
+        }
+        match *mode {
+            KeyringMode::Locked => Err(KeyringError::Locked("the test keyring is locked".into())),
+            KeyringMode::Absent => {
+                Err(KeyringError::Unavailable("the test keyring is gone".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl keyhaven_daemon::keyring::KeyringBackend for TestKeyring {
+    fn get(&self, user: &str) -> Result<Option<Vec<u8>>, keyhaven_daemon::keyring::KeyringError> {
+        self.gate()?;
+        self.inner.get(user)
+    }
+    fn set(&self, user: &str, secret: &[u8]) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
+        self.gate()?;
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if !names.iter().any(|n| n == user) {
+            names.push(user.to_owned());
+        }
+        self.inner.set(user, secret)
+    }
+    fn delete(&self, user: &str) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
+        self.gate()?;
+        self.inner.delete(user)
+    }
+    fn describe(&self) -> String {
+        "test keyring".into()
+    }
+}
+
+impl Drop for TestKeyring {
+    fn drop(&mut self) {
+        self.set_mode(KeyringMode::Open);
+    }
 }

@@ -790,6 +790,20 @@ impl pb::daemon_server::Daemon for OtherProtocol {
             ..Default::default()
         }))
     }
+
+    async fn rotate_key(
+        &self,
+        _: tonic::Request<pb::RotateKeyRequest>,
+    ) -> Result<tonic::Response<pb::RotateKeyResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old daemon"))
+    }
+
+    async fn move_key(
+        &self,
+        _: tonic::Request<pb::MoveKeyRequest>,
+    ) -> Result<tonic::Response<pb::MoveKeyResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old daemon"))
+    }
 }
 
 #[tokio::test]

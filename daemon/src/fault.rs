@@ -1,0 +1,14 @@
+//! Fault injection for crash tests: when `KEYHAVEN_FAULT` names a point,
+//! the daemon kills itself with SIGKILL exactly there, as a power cut or
+//! the OOM killer would. The crash-safety tests use it to stop a rotation
+//! or a key move between two of its steps. Without the variable this does
+//! nothing.
+
+/// Dies with SIGKILL if `KEYHAVEN_FAULT` equals `name`.
+pub fn point(name: &str) {
+    if std::env::var_os("KEYHAVEN_FAULT").is_some_and(|v| v == name) {
+        tracing::warn!(point = name, "KEYHAVEN_FAULT: killing the daemon here");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+}

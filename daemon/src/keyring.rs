@@ -1,0 +1,320 @@
+//! The OS keyring, through `keyring-core` and the per-platform stores
+//! (Secret Service over zbus on Linux, the macOS Keychain, the Windows
+//! Credential Manager).
+//!
+//! Keyring stores are blocking and can hang (a locked keyring waiting for a
+//! prompt, a session bus that never answers). Every call here runs on a
+//! blocking thread under a timeout; while one call is stuck, further calls
+//! fail at once instead of piling up threads. So no keyring problem can
+//! hang start-up or a request: it becomes [`KeyringError`] within the
+//! timeout.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The default time a keyring call may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The keyring service name keyhaven's entries are filed under.
+pub const SERVICE: &str = "keyhaven";
+
+/// Why the keyring could not be used. Never carries secret material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    /// No keyring on this system or session (no Secret Service, no D-Bus).
+    #[error("no keyring is reachable: {0}")]
+    Unavailable(String),
+    /// The keyring exists but is locked or access was refused.
+    #[error("the keyring is locked or refused access: {0}")]
+    Locked(String),
+    /// The keyring did not answer in time.
+    #[error("the keyring did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Anything else the keyring reported.
+    #[error("keyring error: {0}")]
+    Other(String),
+}
+
+/// A keyring holding byte secrets under `(SERVICE, user)` names.
+pub trait KeyringBackend: Send + Sync + fmt::Debug {
+    /// The secret, or `None` when there is no entry.
+    fn get(&self, user: &str) -> Result<Option<Vec<u8>>, KeyringError>;
+    /// Creates or replaces the entry.
+    fn set(&self, user: &str, secret: &[u8]) -> Result<(), KeyringError>;
+    /// Removes the entry; no entry is not an error.
+    fn delete(&self, user: &str) -> Result<(), KeyringError>;
+    /// For people: which keyring this is.
+    fn describe(&self) -> String;
+}
+
+/// Maps keyring-core errors onto [`KeyringError`] (no secret bytes kept).
+pub fn map_core_error(e: keyring_core::Error) -> KeyringError {
+    use keyring_core::Error as E;
+    match e {
+        E::NoStorageAccess(inner) => KeyringError::Locked(inner.to_string()),
+        E::NoDefaultStore => KeyringError::Unavailable("no keyring store is configured".into()),
+        E::PlatformFailure(inner) => {
+            let text = inner.to_string();
+            if text.contains("org.freedesktop.secrets")
+                || text.contains("DBUS_SESSION_BUS_ADDRESS")
+                || text.to_lowercase().contains("dbus")
+            {
+                KeyringError::Unavailable(text)
+            } else {
+                KeyringError::Other(text)
+            }
+        }
+        E::BadDataFormat(_, inner) => KeyringError::Other(format!("malformed entry: {inner}")),
+        E::BadEncoding(_) => KeyringError::Other("malformed entry".into()),
+        other => KeyringError::Other(other.to_string()),
+    }
+}
+
+/// A keyring-core credential store (the platform's, or the mock in tests).
+pub struct CoreKeyring {
+    store: Arc<keyring_core::CredentialStore>,
+}
+
+impl fmt::Debug for CoreKeyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoreKeyring")
+            .field("vendor", &self.store.vendor())
+            .finish()
+    }
+}
+
+impl CoreKeyring {
+    /// Wraps a keyring-core store.
+    pub fn new(store: Arc<keyring_core::CredentialStore>) -> Self {
+        Self { store }
+    }
+
+    fn entry(&self, user: &str) -> Result<keyring_core::Entry, KeyringError> {
+        self.store
+            .build(SERVICE, user, None)
+            .map_err(map_core_error)
+    }
+}
+
+impl KeyringBackend for CoreKeyring {
+    fn get(&self, user: &str) -> Result<Option<Vec<u8>>, KeyringError> {
+        match self.entry(user)?.get_secret() {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(keyring_core::Error::NoEntry) => Ok(None),
+            Err(e) => Err(map_core_error(e)),
+        }
+    }
+
+    fn set(&self, user: &str, secret: &[u8]) -> Result<(), KeyringError> {
+        self.entry(user)?.set_secret(secret).map_err(map_core_error)
+    }
+
+    fn delete(&self, user: &str) -> Result<(), KeyringError> {
+        match self.entry(user)?.delete_credential() {
+            Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
+            Err(e) => Err(map_core_error(e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.store.vendor()
+    }
+}
+
+/// Opens the platform's keyring (blocking; may fail or hang, so callers go
+/// through [`Keyring`]).
+pub fn platform_backend() -> Result<Arc<dyn KeyringBackend>, KeyringError> {
+    platform::open()
+}
+
+#[cfg(target_os = "linux")]
+mod platform {
+    use std::sync::Arc;
+
+    use super::{CoreKeyring, KeyringBackend, KeyringError, map_core_error};
+
+    pub(super) fn open() -> Result<Arc<dyn KeyringBackend>, KeyringError> {
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
+            && std::env::var_os("XDG_RUNTIME_DIR")
+                .map(|d| std::path::Path::new(&d).join("bus"))
+                .is_none_or(|bus| !bus.exists())
+        {
+            return Err(KeyringError::Unavailable(
+                "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set), so no Secret Service"
+                    .into(),
+            ));
+        }
+        let store = zbus_secret_service_keyring_store::Store::new().map_err(|e| {
+            match map_core_error(e) {
+                KeyringError::Other(text) => KeyringError::Unavailable(text),
+                other => other,
+            }
+        })?;
+        Ok(Arc::new(CoreKeyring::new(store)))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod platform {
+    use std::sync::Arc;
+
+    use super::{KeyringBackend, KeyringError};
+
+    pub(super) fn open() -> Result<Arc<dyn KeyringBackend>, KeyringError> {
+        Err(KeyringError::Unavailable(
+            "this build has no keyring store for this platform yet".into(),
+        ))
+    }
+}
+
+/// How to reach a keyring.
+#[derive(Debug, Clone, Default)]
+pub enum KeyringChoice {
+    /// The platform keyring (Secret Service, Keychain, Credential Manager).
+    #[default]
+    Platform,
+    /// No keyring at all.
+    Disabled,
+    /// A given backend (tests).
+    Custom(Arc<dyn KeyringBackend>),
+}
+
+/// A keyring behind a timeout, opened lazily.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    choice: KeyringChoice,
+    timeout: Duration,
+    state: Arc<Mutex<Option<Arc<dyn KeyringBackend>>>>,
+    busy: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Keyring {
+    /// A keyring reached through `choice`, each call bounded by `timeout`.
+    pub fn new(choice: KeyringChoice, timeout: Duration) -> Self {
+        Self {
+            choice,
+            timeout,
+            state: Arc::new(Mutex::new(None)),
+            busy: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// True when keyrings are disabled outright.
+    pub fn is_disabled(&self) -> bool {
+        matches!(self.choice, KeyringChoice::Disabled)
+    }
+
+    /// Which keyring, when known.
+    pub fn describe(&self) -> String {
+        match &self.choice {
+            KeyringChoice::Disabled => "disabled".into(),
+            KeyringChoice::Custom(b) => b.describe(),
+            KeyringChoice::Platform => self
+                .state
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().map(|b| b.describe()))
+                .unwrap_or_else(|| "the OS keyring".into()),
+        }
+    }
+
+    /// Runs `f` against the backend on a blocking thread, within the
+    /// timeout. A call still stuck from before makes this fail at once.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn KeyringBackend) -> Result<T, KeyringError> + Send + 'static,
+    ) -> Result<T, KeyringError> {
+        let Ok(guard) = self.busy.clone().try_lock_owned() else {
+            return Err(KeyringError::Timeout(self.timeout));
+        };
+        let choice = self.choice.clone();
+        let state = self.state.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let backend = match choice {
+                KeyringChoice::Disabled => {
+                    return Err(KeyringError::Unavailable("keyrings are disabled".into()));
+                }
+                KeyringChoice::Custom(b) => b,
+                KeyringChoice::Platform => {
+                    let cached = state.lock().ok().and_then(|s| s.clone());
+                    match cached {
+                        Some(b) => b,
+                        None => {
+                            let b = platform_backend()?;
+                            if let Ok(mut s) = state.lock() {
+                                *s = Some(b.clone());
+                            }
+                            b
+                        }
+                    }
+                }
+            };
+            let result = f(backend.as_ref());
+            // Release the "busy" mark only when the call really returned.
+            drop(guard);
+            result
+        });
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(KeyringError::Other(format!("keyring call failed: {join}"))),
+            Err(_) => Err(KeyringError::Timeout(self.timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Stuck;
+
+    /// Answers far later than the timeout (but not so late that the
+    /// test runtime waits long for its blocking thread at the end).
+    impl KeyringBackend for Stuck {
+        fn get(&self, _: &str) -> Result<Option<Vec<u8>>, KeyringError> {
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(None)
+        }
+        fn set(&self, _: &str, _: &[u8]) -> Result<(), KeyringError> {
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        }
+        fn delete(&self, _: &str) -> Result<(), KeyringError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "stuck".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_keyring_times_out_and_does_not_pile_up_threads() {
+        let k = Keyring::new(
+            KeyringChoice::Custom(Arc::new(Stuck)),
+            Duration::from_millis(50),
+        );
+        let first = k.call(|b| b.get("x")).await;
+        assert_eq!(first, Err(KeyringError::Timeout(Duration::from_millis(50))));
+        // The first call is still stuck: the next fails at once.
+        let second = k.call(|b| b.get("x")).await;
+        assert_eq!(
+            second,
+            Err(KeyringError::Timeout(Duration::from_millis(50)))
+        );
+    }
+
+    #[tokio::test]
+    async fn mock_store_round_trip_and_injected_errors() {
+        let store: Arc<keyring_core::CredentialStore> = keyring_core::mock::Store::new().unwrap();
+        let core = CoreKeyring::new(store);
+        let k = Keyring::new(KeyringChoice::Custom(Arc::new(core)), DEFAULT_TIMEOUT);
+        assert_eq!(k.call(|b| b.get("u")).await, Ok(None));
+        k.call(|b| b.set("u", b"bytes")).await.unwrap();
+        assert_eq!(k.call(|b| b.get("u")).await, Ok(Some(b"bytes".to_vec())));
+        k.call(|b| b.delete("u")).await.unwrap();
+        assert_eq!(k.call(|b| b.get("u")).await, Ok(None));
+        assert_eq!(k.call(|b| b.delete("u")).await, Ok(()));
+    }
+}
