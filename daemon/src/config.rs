@@ -11,6 +11,7 @@
 //! log_format = "text"                            # or "json"
 //! key_source = "keyring"                        # pin a key tier: "systemd-credential", "keyring" or "file"
 //! credential_name = "keyhaven.key"               # the systemd credential's name
+//! key_retry_seconds = 5                          # how often a locked store looks for its key
 //! expiry_sweep_seconds = 30                      # how often expired credentials are purged
 //! audit_max_entries = 100000                     # audit log retention, by count
 //! audit_max_age_days = 90                        # and by age
@@ -67,6 +68,8 @@ pub struct FileConfig {
     pub key_source: Option<String>,
     /// The systemd credential's file name.
     pub credential_name: Option<String>,
+    /// Seconds between looks for a missing key.
+    pub key_retry_seconds: Option<u64>,
     /// Audit entries kept.
     pub audit_max_entries: Option<u64>,
     /// Days audit entries are kept.
@@ -246,7 +249,11 @@ impl Settings {
             keyring: KeyringChoice::Platform,
             keyring_timeout: crate::keyring::DEFAULT_TIMEOUT,
             key_source,
-            key_retry: Duration::from_secs(DEFAULT_KEY_RETRY_SECONDS),
+            key_retry: Duration::from_secs(
+                file.key_retry_seconds
+                    .unwrap_or(DEFAULT_KEY_RETRY_SECONDS)
+                    .max(1),
+            ),
         })
     }
 

@@ -180,13 +180,66 @@ pub enum KeyringChoice {
     Custom(Arc<dyn KeyringBackend>),
 }
 
+/// The opened platform keyring. Some stores (zbus) block in their `Drop`,
+/// which panics inside the async runtime, so the last reference is dropped
+/// on a plain thread of its own.
+#[derive(Debug, Default)]
+struct Opened(Mutex<Option<Arc<dyn KeyringBackend>>>);
+
+impl Opened {
+    fn get(&self) -> Option<Arc<dyn KeyringBackend>> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn set(&self, backend: Arc<dyn KeyringBackend>) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = Some(backend);
+        }
+    }
+
+    /// Forgets the open keyring (after a failure: the next call reconnects,
+    /// e.g. to a keyring daemon that was restarted).
+    fn clear(&self) {
+        let old = self.0.lock().ok().and_then(|mut s| s.take());
+        if let Some(old) = old {
+            release(old);
+        }
+    }
+}
+
+/// Drops a backend reference; the last one is dropped on a plain thread,
+/// outside the async runtime (see [`Opened`]).
+fn release(backend: Arc<dyn KeyringBackend>) {
+    if Arc::strong_count(&backend) == 1 {
+        let _ = std::thread::Builder::new()
+            .name("keyring-close".into())
+            .spawn(move || drop(backend));
+    }
+}
+
+/// Keyring calls that may be in flight at once; calls stuck past their
+/// timeout keep their place until they return, so a keyring that never
+/// answers costs at most this many threads.
+const MAX_IN_FLIGHT: usize = 4;
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        let backend = self.0.get_mut().ok().and_then(Option::take);
+        if let Some(backend) = backend {
+            let _ = std::thread::Builder::new()
+                .name("keyring-close".into())
+                .spawn(move || drop(backend));
+        }
+    }
+}
+
 /// A keyring behind a timeout, opened lazily.
 #[derive(Debug, Clone)]
 pub struct Keyring {
     choice: KeyringChoice,
     timeout: Duration,
-    state: Arc<Mutex<Option<Arc<dyn KeyringBackend>>>>,
-    busy: Arc<tokio::sync::Mutex<()>>,
+    state: Arc<Opened>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Keyring {
@@ -195,8 +248,8 @@ impl Keyring {
         Self {
             choice,
             timeout,
-            state: Arc::new(Mutex::new(None)),
-            busy: Arc::new(tokio::sync::Mutex::new(())),
+            state: Arc::new(Opened::default()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
@@ -212,53 +265,56 @@ impl Keyring {
             KeyringChoice::Custom(b) => b.describe(),
             KeyringChoice::Platform => self
                 .state
-                .lock()
-                .ok()
-                .and_then(|s| s.as_ref().map(|b| b.describe()))
+                .get()
+                .map(|b| b.describe())
                 .unwrap_or_else(|| "the OS keyring".into()),
         }
     }
 
     /// Runs `f` against the backend on a blocking thread, within the
-    /// timeout. A call still stuck from before makes this fail at once.
+    /// timeout. When too many earlier calls are still stuck, fails at once.
+    /// After a failure or a timeout the keyring is reopened on the next call.
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn KeyringBackend) -> Result<T, KeyringError> + Send + 'static,
     ) -> Result<T, KeyringError> {
-        let Ok(guard) = self.busy.clone().try_lock_owned() else {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             return Err(KeyringError::Timeout(self.timeout));
         };
         let choice = self.choice.clone();
         let state = self.state.clone();
+        let after_timeout = self.state.clone();
         let task = tokio::task::spawn_blocking(move || {
             let backend = match choice {
                 KeyringChoice::Disabled => {
                     return Err(KeyringError::Unavailable("keyrings are disabled".into()));
                 }
                 KeyringChoice::Custom(b) => b,
-                KeyringChoice::Platform => {
-                    let cached = state.lock().ok().and_then(|s| s.clone());
-                    match cached {
-                        Some(b) => b,
-                        None => {
-                            let b = platform_backend()?;
-                            if let Ok(mut s) = state.lock() {
-                                *s = Some(b.clone());
-                            }
-                            b
-                        }
+                KeyringChoice::Platform => match state.get() {
+                    Some(b) => b,
+                    None => {
+                        let b = platform_backend()?;
+                        state.set(b.clone());
+                        b
                     }
-                }
+                },
             };
             let result = f(backend.as_ref());
-            // Release the "busy" mark only when the call really returned.
-            drop(guard);
+            if result.is_err() {
+                state.clear();
+            }
+            release(backend);
+            // The place is given back only when the call really returned.
+            drop(permit);
             result
         });
         match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(KeyringError::Other(format!("keyring call failed: {join}"))),
-            Err(_) => Err(KeyringError::Timeout(self.timeout)),
+            Err(_) => {
+                after_timeout.clear();
+                Err(KeyringError::Timeout(self.timeout))
+            }
         }
     }
 }
