@@ -236,6 +236,7 @@ impl Database {
     /// Opens (creating if needed) the database at `path`, whose directory
     /// must already be private, and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self, StartError> {
+        refuse_lost_wal(path)?;
         fsutil::ensure_private_file(path)?;
         for suffix in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
@@ -794,6 +795,33 @@ impl Store {
             .await?;
         rows.into_iter().map(Row::metadata).collect()
     }
+}
+
+/// A clean shutdown removes both `-wal` and `-shm`; a crash leaves both.
+/// A `-shm` without its `-wal` means the write-ahead log was deleted after a
+/// crash, taking the writes acknowledged since the last checkpoint with it.
+/// Opening anyway would serve an older store as if nothing happened, so
+/// start-up stops and says so.
+fn refuse_lost_wal(path: &Path) -> Result<(), StartError> {
+    let side = |suffix: &str| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let (wal, shm) = (side("-wal"), side("-shm"));
+    if path.exists() && shm.exists() && !wal.exists() {
+        return Err(StartError::Insecure {
+            path: wal,
+            reason: format!(
+                "the write-ahead log is missing although {} shows the last run did not stop \
+                 cleanly: credentials written since the last checkpoint may be lost. Restore \
+                 the -wal file if you have it; to accept the loss, delete {} and start again",
+                shm.display(),
+                shm.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn bind_key<'q, O>(

@@ -14,7 +14,10 @@ fn every_test_named_in_the_faults_table_exists() {
         sources.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
     }
     let mut named = 0;
-    for row in table.lines().filter(|l| l.starts_with('|') && !l.starts_with("|---")) {
+    for row in table
+        .lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+    {
         let last = row.trim_end_matches('|').rsplit('|').next().unwrap();
         for name in last.split('`').skip(1).step_by(2) {
             if name == "test" {

@@ -183,3 +183,33 @@ async fn a_truncated_database_is_refused_with_a_clear_message_and_kept() {
     );
     drop(dir);
 }
+
+#[test]
+fn a_write_ahead_log_deleted_after_a_crash_stops_start_up() {
+    let env = TestEnv::new();
+    let daemon = env.spawn_daemon(&[]);
+    let out = env.cli(&["store", "jellyfin", "s", "u"], b"in-the-wal");
+    assert!(out.status.success());
+    let (status, _) = daemon.stop_with(rustix::process::Signal::KILL);
+    assert!(!status.success());
+    let [db, wal, shm] = keyhaven_tests::database_files(&env.database());
+    assert!(wal.exists() && shm.exists(), "a crash leaves both");
+    std::fs::remove_file(&wal).unwrap();
+    let out = env
+        .command("keyhavend")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "start-up refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("write-ahead log is missing") && err.contains("may be lost"),
+        "{err}"
+    );
+    assert!(db.exists() && shm.exists(), "nothing deleted");
+    // The user accepts the loss: start-up goes on, the store is consistent.
+    std::fs::remove_file(&shm).unwrap();
+    let _daemon = env.spawn_daemon(&[]);
+    let out = env.cli(&["status", "--json"], b"");
+    assert!(out.status.success());
+}
