@@ -12,6 +12,7 @@
 //! expiry_sweep_seconds = 30                      # how often expired credentials are purged
 //! audit_max_entries = 100000                     # audit log retention, by count
 //! audit_max_age_days = 90                        # and by age
+//! idle_exit_seconds = 0                          # socket-activated only: exit when idle this long (0: never)
 //!
 //! [policy]                                       # optional per-app policy, see `policy.rs`
 //! default = "allow"
@@ -59,6 +60,9 @@ pub struct FileConfig {
     pub audit_max_entries: Option<u64>,
     /// Days audit entries are kept.
     pub audit_max_age_days: Option<u64>,
+    /// When socket-activated, exit after this many seconds without
+    /// connections; 0 or absent: never.
+    pub idle_exit_seconds: Option<u64>,
     /// Per-app policy.
     pub policy: Option<PolicyConfig>,
 }
@@ -118,6 +122,10 @@ pub struct Settings {
     pub policy: Policy,
     /// The config file, re-read for the policy on SIGHUP or change.
     pub config_path: Option<PathBuf>,
+    /// Exit after this long without connections, when the socket was passed
+    /// in by a service manager (which starts the daemon again on the next
+    /// connection). `None`: never.
+    pub idle_exit: Option<Duration>,
 }
 
 impl Settings {
@@ -137,6 +145,7 @@ impl Settings {
             audit_retention: Retention::default(),
             policy: Policy::default(),
             config_path: None,
+            idle_exit: None,
         }
     }
 
@@ -196,6 +205,10 @@ impl Settings {
             event_buffer: crate::events::DEFAULT_CAPACITY,
             audit_retention,
             policy,
+            idle_exit: file
+                .idle_exit_seconds
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
             config_path: Some(config_path),
         })
     }

@@ -11,7 +11,10 @@
 //! - [`crypto`]: AES-256-GCM sealing bound to the credential key.
 //! - [`store`]: SQLite through sqlx; only ciphertext is stored.
 //! - [`identity`]: who is calling (uid, pid, executable, sandbox app id).
-//! - [`listener`]: socket binding and the peer-credential accept loop.
+//! - [`listener`]: socket binding (or adopting an inherited socket) and the
+//!   peer-credential accept loop.
+//! - [`platform`]: what differs per OS: socket activation (systemd,
+//!   launchd) and readiness notification.
 //! - [`authority`]: accepts clients that send the socket path as
 //!   `:authority` (gRPC C core, grpc-java).
 //! - [`service`]: the gRPC services; [`watch`] streams changes.
@@ -23,7 +26,9 @@
 //!
 //! Start-up order: settings, data directory (0700), store lock, database
 //! (migrated), data key (checked against the store), socket (0700 dir, 0600
-//! socket), serve until the shutdown future completes.
+//! socket; or the one systemd/launchd passed in), `READY=1`, serve until the
+//! shutdown future completes (or, when socket-activated, until idle for
+//! `idle_exit_seconds`), `STOPPING=1`.
 #![warn(missing_docs)]
 
 pub mod audit;
@@ -37,6 +42,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod limits;
 pub mod listener;
+pub mod platform;
 pub mod policy;
 pub mod service;
 pub mod store;
@@ -58,7 +64,8 @@ use crate::audit::AuditLog;
 pub use crate::config::Settings;
 use crate::custody::{KeyFile, KeySource, KeyTier};
 pub use crate::error::StartError;
-use crate::listener::{AcceptPolicy, BoundSocket};
+use crate::listener::{AcceptPolicy, BoundSocket, OpenConnections};
+pub use crate::platform::InheritedSocket;
 use crate::policy::PolicyHandle;
 use crate::service::{AuditService, CredentialsService, DaemonService, Shared};
 use crate::store::Database;
@@ -77,6 +84,7 @@ pub struct Prepared {
     shutdown_grace: Duration,
     expiry_sweep: Duration,
     audit_retention: audit::Retention,
+    idle_exit: Option<Duration>,
     stopping_tx: tokio::sync::watch::Sender<bool>,
     _lock: File,
 }
@@ -92,6 +100,12 @@ impl Prepared {
         self.shared.store.path()
     }
 
+    /// `Some("systemd")` or `Some("launchd")` when serving a socket the
+    /// service manager passed in.
+    pub fn inherited_from(&self) -> Option<&'static str> {
+        self.socket.inherited_from()
+    }
+
     /// The live per-app policy; call `reload()` on it for SIGHUP.
     pub fn policy(&self) -> Arc<PolicyHandle> {
         self.shared.policy.clone()
@@ -99,6 +113,10 @@ impl Prepared {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish
     /// (up to the grace period), closes the store and removes the socket.
+    ///
+    /// Tells the service manager `READY=1` once serving and `STOPPING=1`
+    /// when shutdown begins. On an inherited socket with `idle_exit` set,
+    /// also stops after that long without connections.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
         let Some(listener) = self.socket.take_listener() else {
             return Ok(());
@@ -110,14 +128,32 @@ impl Prepared {
             pid = std::process::id(),
             "keyhavend is serving"
         );
+        // The socket is listening and the store is open with its key:
+        // connections from now on are answered.
+        platform::notify_ready();
         let maintenance = tokio::spawn(maintain(
             self.shared.clone(),
             self.expiry_sweep,
             self.audit_retention,
         ));
         let stopping_tx = self.stopping_tx.clone();
+        let idle_exit = self.socket.inherited_from().and(self.idle_exit);
+        let open = self.policy.open.clone();
         let shutdown = async move {
-            shutdown.await;
+            let idle = async {
+                match idle_exit {
+                    Some(limit) => open.idle_for(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown => {}
+                () = idle => tracing::info!(
+                    idle_exit_seconds = idle_exit.map_or(0, |d| d.as_secs()),
+                    "no connections for idle_exit_seconds; exiting until the next connection"
+                ),
+            }
+            platform::notify_stopping();
             // Ends Watch streams and the maintenance task.
             let _ = stopping_tx.send(true);
         };
@@ -244,6 +280,22 @@ async fn maintain(shared: Arc<Shared>, sweep: Duration, retention: audit::Retent
 
 /// Takes the lock, opens the store with its key and binds the socket.
 pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
+    prepare_with(settings, None).await
+}
+
+/// Like [`prepare`], but serves `inherited`, a socket a service manager
+/// (systemd, launchd) already bound, instead of binding `settings.socket`.
+pub async fn prepare_with_listener(
+    settings: &Settings,
+    inherited: InheritedSocket,
+) -> Result<Prepared, StartError> {
+    prepare_with(settings, Some(inherited)).await
+}
+
+async fn prepare_with(
+    settings: &Settings,
+    inherited: Option<InheritedSocket>,
+) -> Result<Prepared, StartError> {
     fsutil::ensure_private_dir(&settings.data_dir)?;
     let lock = take_lock(&settings.lock_file())?;
     let db_path = settings.database();
@@ -277,7 +329,7 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
             }
             other => StartError::Store(other),
         })?;
-    let socket = listener::bind(&settings.socket)?;
+    let socket = listener::bind_or_adopt(&settings.socket, inherited)?;
     let audit = AuditLog::start(store.clone());
     let policy = Arc::new(PolicyHandle::new(
         settings.policy.clone(),
@@ -305,11 +357,13 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
             allowed_uids: settings.allowed_uids.clone(),
             max_connections: settings.max_connections,
             audit: Some(audit),
+            open: OpenConnections::default(),
         },
         max_message: settings.max_secret_bytes + MESSAGE_OVERHEAD,
         shutdown_grace: settings.shutdown_grace,
         expiry_sweep: settings.expiry_sweep,
         audit_retention: settings.audit_retention,
+        idle_exit: settings.idle_exit,
         stopping_tx,
         _lock: lock,
     })

@@ -7,6 +7,9 @@
 //!   taken over; one that refuses connections is stale and is replaced.
 //! - Connections from a uid other than the daemon's own (or a configured
 //!   allow-list) are closed unread, with a WARN naming uid and pid.
+//! - A socket inherited from systemd or launchd is used as it is: the
+//!   service manager created it with the unit's mode and directory, and
+//!   removes it; keyhavend never unlinks it.
 //! - Beyond `max_connections`, a bounded number of extra connections is
 //!   admitted only to be answered RESOURCE_EXHAUSTED; past that they are
 //!   closed.
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
@@ -51,19 +54,28 @@ pub struct Peer {
     pub limit: usize,
 }
 
-/// A bound listening socket that removes its file when dropped (only if the
-/// file is still the one it created).
+/// A listening socket. One the daemon bound itself removes its file when
+/// dropped (only if the file is still the one it created); an inherited one
+/// belongs to the service manager and is left alone.
 #[derive(Debug)]
 pub struct BoundSocket {
     listener: Option<UnixListener>,
     path: PathBuf,
-    ino: u64,
+    /// The inode of the file this daemon created; `None` when inherited.
+    ino: Option<u64>,
+    inherited_from: Option<&'static str>,
 }
 
 impl BoundSocket {
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `Some("systemd")` or `Some("launchd")` when the socket was passed in
+    /// by a service manager.
+    pub fn inherited_from(&self) -> Option<&'static str> {
+        self.inherited_from
     }
 
     /// Takes the listener out for serving; the file is still removed on drop.
@@ -74,8 +86,9 @@ impl BoundSocket {
 
 impl Drop for BoundSocket {
     fn drop(&mut self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
-            && meta.ino() == self.ino
+        if let Some(ino) = self.ino
+            && let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.ino() == ino
         {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -105,7 +118,42 @@ pub fn bind(path: &Path) -> Result<BoundSocket, StartError> {
     Ok(BoundSocket {
         listener: Some(listener),
         path: path.to_path_buf(),
-        ino,
+        ino: Some(ino),
+        inherited_from: None,
+    })
+}
+
+/// Uses the socket a service manager passed in when there is one, else
+/// binds `path` (see [`bind`]). Must run inside a tokio runtime.
+pub fn bind_or_adopt(
+    path: &Path,
+    inherited: Option<crate::platform::InheritedSocket>,
+) -> Result<BoundSocket, StartError> {
+    let Some(inherited) = inherited else {
+        return bind(path);
+    };
+    let manager = inherited.manager;
+    let io_err = |what, source| StartError::Io {
+        what,
+        path: PathBuf::from(manager),
+        source,
+    };
+    let local = inherited
+        .listener
+        .local_addr()
+        .map_err(|e| io_err("read the address of the socket passed in by", e))?;
+    let listener = UnixListener::from_std(inherited.listener)
+        .map_err(|e| io_err("register the socket passed in by", e))?;
+    // The unit decides the path; `--socket` and KEYHAVEN_SOCKET do not apply.
+    let path = local
+        .as_pathname()
+        .map_or_else(|| path.to_path_buf(), Path::to_path_buf);
+    tracing::info!(socket = %path.display(), manager, "using the socket passed in by the service manager");
+    Ok(BoundSocket {
+        listener: Some(listener),
+        path,
+        ino: None,
+        inherited_from: Some(manager),
     })
 }
 
@@ -147,6 +195,48 @@ fn remove_if_stale(path: &Path) -> Result<(), StartError> {
     }
 }
 
+/// How many admitted connections are open right now; the idle exit waits
+/// for this to stay at zero.
+#[derive(Debug, Clone)]
+pub struct OpenConnections(Arc<watch::Sender<usize>>);
+
+impl Default for OpenConnections {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+}
+
+impl OpenConnections {
+    fn opened(&self) -> ConnectionGuard {
+        self.0.send_modify(|n| *n += 1);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Completes once no connection has been open for `idle`.
+    pub async fn idle_for(&self, idle: Duration) {
+        let mut rx = self.0.subscribe();
+        loop {
+            if rx.wait_for(|n| *n == 0).await.is_err() {
+                return std::future::pending().await;
+            }
+            // Any change (a connection opening) restarts the wait.
+            if tokio::time::timeout(idle, rx.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Decrements the open-connection count when the connection closes.
+#[derive(Debug)]
+struct ConnectionGuard(OpenConnections);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// A connection that passed the peer check, carrying its [`Peer`] and the
 /// connection-limit permit it holds until it closes.
 #[derive(Debug)]
@@ -156,6 +246,7 @@ pub struct PeerStream {
     fixer: AuthorityFixer,
     eof: bool,
     _permit: OwnedSemaphorePermit,
+    _open: ConnectionGuard,
 }
 
 impl Connected for PeerStream {
@@ -245,6 +336,8 @@ pub struct AcceptPolicy {
     pub max_connections: usize,
     /// Where refusals are recorded.
     pub audit: Option<AuditLog>,
+    /// Counts the connections that are open.
+    pub open: OpenConnections,
 }
 
 impl AcceptPolicy {
@@ -360,6 +453,7 @@ async fn accept_loop(
             fixer: AuthorityFixer::new(),
             eof: false,
             _permit: permit,
+            _open: policy.open.opened(),
         };
         if tx.send(Ok(item)).await.is_err() {
             return;

@@ -1,10 +1,11 @@
 //! `keyhavend`: parses flags, sets up logging, runs the daemon until SIGTERM
-//! or SIGINT.
+//! or SIGINT (or, when socket-activated with `idle_exit_seconds`, until idle).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use keyhaven_daemon::InheritedSocket;
 use keyhaven_daemon::config::{LogFormat, Overrides, Settings};
 use keyhaven_proto::paths::ProcessEnv;
 use tracing_subscriber::EnvFilter;
@@ -50,6 +51,15 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(settings.log_format);
+    // Before the runtime starts any thread: this clears LISTEN_FDS and
+    // LISTEN_PID from the environment.
+    let inherited = match keyhaven_daemon::platform::take_inherited_socket() {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            tracing::error!("keyhavend cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -61,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    match runtime.block_on(run(settings, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("keyhavend cannot continue: {e:#}");
@@ -70,8 +80,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
-    let prepared = keyhaven_daemon::prepare(&settings).await?;
+async fn run(settings: Settings, inherited: Option<InheritedSocket>) -> anyhow::Result<()> {
+    let prepared = match inherited {
+        Some(socket) => keyhaven_daemon::prepare_with_listener(&settings, socket).await?,
+        None => keyhaven_daemon::prepare(&settings).await?,
+    };
     let shutdown = shutdown_signal()?;
     // SIGHUP re-reads the per-app policy without dropping connections.
     let policy = prepared.policy();

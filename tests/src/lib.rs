@@ -246,6 +246,11 @@ impl TestEnv {
             "RUST_LOG",
             "XDG_DATA_HOME",
             "XDG_CONFIG_HOME",
+            "KEYHAVEN_AUTOSTART",
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
         ] {
             cmd.env_remove(var);
         }
