@@ -19,6 +19,8 @@
 //!   `status`.
 //! - [`Client::watch`] (a `Stream` of [`WatchEvent`]s), [`Client::logout`]
 //!   and [`Client::audit`]: sharing one login between apps (`sharing.rs`).
+//! - [`Autostart`]: optional start-on-demand of `keyhavend`
+//!   (`KEYHAVEN_AUTOSTART=1`), off where a systemd socket unit is enabled.
 //! - [`Error`] with [`Error::kind`]: decide on outcomes without matching
 //!   strings.
 //! - Re-exported from `keyhaven-proto`: [`CredentialKey`] (the validated
@@ -29,7 +31,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
 use keyhaven_proto::paths::{self, ProcessEnv};
@@ -39,8 +41,10 @@ use keyhaven_proto::pb::{
 use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
 use tonic::transport::{Channel, Endpoint};
 
+pub mod autostart;
 mod sharing;
 
+pub use autostart::Autostart;
 pub use keyhaven_proto::PROTOCOL;
 pub use keyhaven_proto::key::{DEFAULT_TOKEN_TYPE, KeyError, Limits};
 pub use keyhaven_proto::{CanonicalKey as CredentialKey, Secret};
@@ -105,6 +109,17 @@ impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// Nothing listens on the socket: it is missing, or stale (refused).
+    fn nobody_listening(&self) -> bool {
+        use std::io::ErrorKind as Io;
+        self.kind == ErrorKind::Unavailable
+            && self
+                .source
+                .as_deref()
+                .and_then(|s| io_error_in(s as &(dyn std::error::Error + 'static)))
+                .is_some_and(|e| matches!(e.kind(), Io::NotFound | Io::ConnectionRefused))
     }
 
     /// The exit code the `keyhaven` CLI uses for this error.
@@ -260,9 +275,94 @@ pub struct Client {
 impl Client {
     /// Connects to the default socket: `$KEYHAVEN_SOCKET`, else
     /// `$XDG_RUNTIME_DIR/keyhaven/keyhaven.sock`, else
-    /// `${TMPDIR:-/tmp}/keyhaven-$UID/keyhaven.sock`.
+    /// `${TMPDIR:-/tmp}/keyhaven-$UID/keyhaven.sock`. With
+    /// `KEYHAVEN_AUTOSTART=1`, starts the daemon if none answers (see
+    /// [`Client::connect_or_start`]).
     pub async fn connect() -> Result<Self> {
-        Self::connect_to(paths::socket(None, &ProcessEnv)).await
+        Self::connect_or_start(
+            paths::socket(None, &ProcessEnv),
+            Autostart::from_env(&ProcessEnv),
+        )
+        .await
+    }
+
+    /// Connects to `path`. When nothing listens there and `autostart` is
+    /// given, starts `keyhavend` on that socket and waits (bounded) for it
+    /// to answer, unless a keyhavend socket unit is enabled for the user: then
+    /// systemd owns the socket, and the error says to start the unit.
+    pub async fn connect_or_start(
+        path: impl AsRef<Path>,
+        autostart: Option<Autostart>,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let first = match Self::connect_to(path).await {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        let Some(auto) = autostart else {
+            return Err(first);
+        };
+        if !first.nobody_listening() {
+            return Err(first);
+        }
+        if let Some(unit) = autostart::enabled_socket_unit(&ProcessEnv) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{}; not starting keyhavend on demand because the systemd socket unit is \
+                     enabled ({}): run `systemctl --user start keyhavend.socket`",
+                    first.message,
+                    unit.display()
+                ),
+            ));
+        }
+        let started = autostart::spawn(&auto, path).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Unavailable,
+                format!(
+                    "{}; starting {} on demand failed: {e}",
+                    first.message,
+                    auto.program.display()
+                ),
+                e,
+            )
+        })?;
+        loop {
+            // Bounded polling: the daemon binds its socket once its store is
+            // open; until then the socket is missing or still stale.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match Self::connect_to(path).await {
+                Ok(client) => return Ok(client),
+                Err(e) if e.nobody_listening() => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(status) = started.exited() {
+                // Another client may have started a daemon first.
+                return Self::connect_to(path).await.map_err(|_| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "keyhavend started on demand (pid {}) exited ({status}) without \
+                             serving {}; run `{}` by hand to see why",
+                            started.pid,
+                            path.display(),
+                            auto.program.display()
+                        ),
+                    )
+                });
+            }
+            if Instant::now() > started.deadline {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "keyhavend started on demand (pid {}) did not answer on {} within {}s",
+                        started.pid,
+                        path.display(),
+                        auto.timeout.as_secs()
+                    ),
+                ));
+            }
+        }
     }
 
     /// The socket [`Client::connect`] uses.

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use keyhaven::{
-    AuditEntry, AuditQuery, Caller, Client, CredentialKey, DaemonStatus, Error, ListFilter,
-    Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
+    AuditEntry, AuditQuery, Autostart, Caller, Client, CredentialKey, DaemonStatus, Error,
+    ListFilter, Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
 };
 use keyhaven_proto::exit;
 
@@ -27,6 +27,10 @@ struct Cli {
     /// $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Start keyhavend if it is not running (unless a systemd socket unit
+    /// is enabled) [env: KEYHAVEN_AUTOSTART=1]
+    #[arg(long, global = true)]
+    autostart: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,6 +143,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -201,15 +211,27 @@ fn main() -> ExitCode {
     }
 }
 
-async fn connect(socket: Option<PathBuf>) -> Result<Client, Error> {
-    match socket {
-        Some(path) => Client::connect_to(path).await,
-        None => Client::connect().await,
-    }
+async fn connect(socket: Option<PathBuf>, autostart: bool) -> Result<Client, Error> {
+    let env = keyhaven_proto::paths::ProcessEnv;
+    let autostart = if autostart {
+        Some(Autostart::default())
+    } else {
+        Autostart::from_env(&env)
+    };
+    let socket = socket.unwrap_or_else(Client::default_socket);
+    Client::connect_or_start(socket, autostart).await
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "keyhaven",
+                &mut std::io::stdout(),
+            );
+        }
         Command::Store {
             key,
             secret_file,
@@ -220,7 +242,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let key = key.key()?;
             let secret = read_secret(secret_file.as_deref(), &key)?;
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let options = StoreOptions {
                 label,
                 expires_at: expires_in.map(|s| SystemTime::now() + Duration::from_secs(s)),
@@ -232,7 +254,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Get { key, no_newline } => {
             let key = key.key()?;
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let cred = client.retrieve(&key).await?;
             let mut out = std::io::stdout().lock();
             let written = out
@@ -251,7 +273,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Delete { key, if_revision } => {
             let key = key.key()?;
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let meta = client.delete(&key, if_revision).await?;
             println!("deleted {} (was revision {})", key, meta.revision);
         }
@@ -261,7 +283,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             user_id,
             json,
         } => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let filter = ListFilter {
                 provider,
                 server_id,
@@ -283,7 +305,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             count,
             json,
         } => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let filter = ListFilter {
                 provider,
                 server_id,
@@ -304,7 +326,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             server_id,
             user_id,
         } => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let removed = client
                 .logout(&provider, &server_id, user_id.as_deref())
                 .await?;
@@ -335,7 +357,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         })?,
                 ),
             };
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let query = AuditQuery {
                 key,
                 program,
@@ -346,7 +368,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print_audit(&client.audit(&query).await?, json);
         }
         Command::Status { json } => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let status = client.status().await?;
             print_status(&client, &status, json);
         }
