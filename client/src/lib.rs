@@ -14,7 +14,8 @@
 //!
 //! # Layout
 //!
-//! - [`Client`]: connects over the Unix socket, checks the daemon's protocol
+//! - [`Client`]: connects over the Unix socket (Windows: the named pipe,
+//!   see `transport.rs`), checks the daemon's protocol
 //!   number, and offers typed `store` / `retrieve` / `delete` / `list` /
 //!   `status`.
 //! - [`Client::watch`] (a `Stream` of [`WatchEvent`]s), [`Client::logout`]
@@ -33,7 +34,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hyper_util::rt::TokioIo;
 use keyhaven_proto::paths::{self, ProcessEnv};
 use keyhaven_proto::pb::{
     self, credentials_client::CredentialsClient, daemon_client::DaemonClient,
@@ -43,6 +43,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod autostart;
 mod sharing;
+mod transport;
 
 pub use autostart::Autostart;
 pub use keyhaven_proto::PROTOCOL;
@@ -373,7 +374,7 @@ impl Client {
     /// Connects to the socket at `path` and checks the daemon's protocol.
     pub async fn connect_to(path: impl AsRef<Path>) -> Result<Self> {
         let socket = path.as_ref().to_path_buf();
-        match std::fs::symlink_metadata(&socket) {
+        match transport::probe(&socket) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::with_source(
@@ -405,9 +406,9 @@ impl Client {
                 let target = target.clone();
                 let reached = reached_in.clone();
                 async move {
-                    let stream = tokio::net::UnixStream::connect(target).await?;
+                    let stream = transport::connect(&target).await?;
                     reached.store(true, Ordering::SeqCst);
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                    Ok::<_, std::io::Error>(stream)
                 }
             }))
             .await

@@ -12,6 +12,8 @@ use keyhaven::{
 };
 use keyhaven_proto::exit;
 
+mod prompt;
+
 /// Command-line client for keyhavend, the per-user credential daemon.
 ///
 /// A credential is addressed by PROVIDER SERVER_ID USER_ID [TOKEN_TYPE];
@@ -392,7 +394,7 @@ fn read_secret(file: Option<&std::path::Path>, key: &CredentialKey) -> Result<Se
         None if std::io::stdin().is_terminal() => {
             eprint!("Secret for {key}: ");
             let _ = std::io::stderr().flush();
-            let line = read_line_no_echo()
+            let line = prompt::read_line_no_echo()
                 .map_err(|e| Failure::Input(format!("cannot read the secret: {e}")))?;
             eprintln!();
             bytes = line.into_vec();
@@ -416,21 +418,6 @@ fn read_secret(file: Option<&std::path::Path>, key: &CredentialKey) -> Result<Se
         ));
     }
     Ok(Secret::new(bytes))
-}
-
-fn read_line_no_echo() -> std::io::Result<Secret> {
-    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-    let stdin = std::io::stdin();
-    let saved = tcgetattr(&stdin)?;
-    let mut quiet = saved.clone();
-    quiet.local_modes.remove(LocalModes::ECHO);
-    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
-    let mut line = String::new();
-    let read = stdin.read_line(&mut line);
-    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
-    read?;
-    restored?;
-    Ok(Secret::from(line))
 }
 
 fn caller_json(c: &Caller) -> serde_json::Value {

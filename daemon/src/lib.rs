@@ -57,7 +57,6 @@ use std::time::{Duration, Instant};
 use keyhaven_proto::pb::audit_server::AuditServer;
 use keyhaven_proto::pb::credentials_server::CredentialsServer;
 use keyhaven_proto::pb::daemon_server::DaemonServer;
-use tokio::net::UnixListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::audit::AuditLog;
@@ -182,7 +181,7 @@ impl Prepared {
 /// Serves the keyhaven services on `listener` until `shutdown` completes.
 /// Every connection passes the peer check in [`listener::incoming`] first.
 pub async fn serve(
-    listener: UnixListener,
+    listener: platform::Listener,
     shared: Arc<Shared>,
     policy: AcceptPolicy,
     max_message: usize,
@@ -353,7 +352,7 @@ async fn prepare_with(
         shared,
         socket,
         policy: AcceptPolicy {
-            own_uid: keyhaven_proto::paths::current_uid(),
+            own_uid: platform::own_uid(),
             allowed_uids: settings.allowed_uids.clone(),
             max_connections: settings.max_connections,
             audit: Some(audit),

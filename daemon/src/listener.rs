@@ -15,8 +15,6 @@
 //!   closed.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,16 +22,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::audit::AuditLog;
 use crate::authority::AuthorityFixer;
-use crate::error::StartError;
-use crate::fsutil;
 use crate::identity::Identity;
+pub use crate::platform::{BoundSocket, bind_or_adopt};
+use crate::platform::{Conn, Listener};
 
 /// Connections past the limit that are still answered (with
 /// RESOURCE_EXHAUSTED) rather than closed outright.
@@ -52,147 +49,6 @@ pub struct Peer {
     pub admitted: bool,
     /// The configured `max_connections`, for the refusal message.
     pub limit: usize,
-}
-
-/// A listening socket. One the daemon bound itself removes its file when
-/// dropped (only if the file is still the one it created); an inherited one
-/// belongs to the service manager and is left alone.
-#[derive(Debug)]
-pub struct BoundSocket {
-    listener: Option<UnixListener>,
-    path: PathBuf,
-    /// The inode of the file this daemon created; `None` when inherited.
-    ino: Option<u64>,
-    inherited_from: Option<&'static str>,
-}
-
-impl BoundSocket {
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// `Some("systemd")` or `Some("launchd")` when the socket was passed in
-    /// by a service manager.
-    pub fn inherited_from(&self) -> Option<&'static str> {
-        self.inherited_from
-    }
-
-    /// Takes the listener out for serving; the file is still removed on drop.
-    pub fn take_listener(&mut self) -> Option<UnixListener> {
-        self.listener.take()
-    }
-}
-
-impl Drop for BoundSocket {
-    fn drop(&mut self) {
-        if let Some(ino) = self.ino
-            && let Ok(meta) = std::fs::symlink_metadata(&self.path)
-            && meta.ino() == ino
-        {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Binds the socket at `path`: private directory, stale-socket replacement,
-/// mode 0600. Must run inside a tokio runtime.
-pub fn bind(path: &Path) -> Result<BoundSocket, StartError> {
-    let dir = path.parent().ok_or_else(|| StartError::Insecure {
-        path: path.to_path_buf(),
-        reason: "the socket path has no directory".into(),
-    })?;
-    fsutil::ensure_private_dir(dir)?;
-    remove_if_stale(path)?;
-    let io_err = |what, source| StartError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    let listener = UnixListener::bind(path).map_err(|e| io_err("bind the socket", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| io_err("set the mode of", e))?;
-    let ino = std::fs::symlink_metadata(path)
-        .map_err(|e| io_err("inspect", e))?
-        .ino();
-    Ok(BoundSocket {
-        listener: Some(listener),
-        path: path.to_path_buf(),
-        ino: Some(ino),
-        inherited_from: None,
-    })
-}
-
-/// Uses the socket a service manager passed in when there is one, else
-/// binds `path` (see [`bind`]). Must run inside a tokio runtime.
-pub fn bind_or_adopt(
-    path: &Path,
-    inherited: Option<crate::platform::InheritedSocket>,
-) -> Result<BoundSocket, StartError> {
-    let Some(inherited) = inherited else {
-        return bind(path);
-    };
-    let manager = inherited.manager;
-    let io_err = |what, source| StartError::Io {
-        what,
-        path: PathBuf::from(manager),
-        source,
-    };
-    let local = inherited
-        .listener
-        .local_addr()
-        .map_err(|e| io_err("read the address of the socket passed in by", e))?;
-    let listener = UnixListener::from_std(inherited.listener)
-        .map_err(|e| io_err("register the socket passed in by", e))?;
-    // The unit decides the path; `--socket` and KEYHAVEN_SOCKET do not apply.
-    let path = local
-        .as_pathname()
-        .map_or_else(|| path.to_path_buf(), Path::to_path_buf);
-    tracing::info!(socket = %path.display(), manager, "using the socket passed in by the service manager");
-    Ok(BoundSocket {
-        listener: Some(listener),
-        path,
-        ino: None,
-        inherited_from: Some(manager),
-    })
-}
-
-fn remove_if_stale(path: &Path) -> Result<(), StartError> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(StartError::Io {
-                what: "inspect",
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    if !meta.file_type().is_socket() {
-        return Err(StartError::Insecure {
-            path: path.to_path_buf(),
-            reason: "it exists and is not a socket; remove it if it is yours".into(),
-        });
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(StartError::SocketInUse {
-            path: path.to_path_buf(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(path = %path.display(), "replacing a stale socket left by a previous daemon");
-            std::fs::remove_file(path).map_err(|source| StartError::Io {
-                what: "remove the stale socket",
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-        Err(source) => Err(StartError::Io {
-            what: "probe the existing socket",
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
 }
 
 /// How many admitted connections are open right now; the idle exit waits
@@ -241,7 +97,7 @@ impl Drop for ConnectionGuard {
 /// connection-limit permit it holds until it closes.
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: UnixStream,
+    inner: Conn,
     peer: Peer,
     fixer: AuthorityFixer,
     eof: bool,
@@ -349,7 +205,7 @@ impl AcceptPolicy {
 /// Spawns the accept loop and returns the stream of admitted connections for
 /// tonic. The loop ends when the stream is dropped (at shutdown).
 pub fn incoming(
-    listener: UnixListener,
+    listener: Listener,
     policy: AcceptPolicy,
 ) -> ReceiverStream<io::Result<PeerStream>> {
     let (tx, rx) = mpsc::channel(16);
@@ -358,7 +214,7 @@ pub fn incoming(
 }
 
 async fn accept_loop(
-    listener: UnixListener,
+    listener: Listener,
     policy: AcceptPolicy,
     tx: mpsc::Sender<io::Result<PeerStream>>,
 ) {
@@ -368,8 +224,8 @@ async fn accept_loop(
     loop {
         let stream = tokio::select! {
             () = tx.closed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _addr)) => stream,
+            accepted = crate::platform::accept(&listener) => match accepted {
+                Ok(stream) => stream,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -379,15 +235,14 @@ async fn accept_loop(
             },
         };
         let conn = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let cred = match stream.peer_cred() {
+        let cred = match crate::platform::peer_cred(&stream) {
             Ok(cred) => cred,
             Err(e) => {
                 tracing::warn!(conn, error = %e, "closing a connection whose peer credentials cannot be read");
                 continue;
             }
         };
-        let uid = cred.uid();
-        let pid = cred.pid().unwrap_or(0);
+        let (uid, pid) = (cred.uid, cred.pid);
         if !policy.allows(uid) {
             tracing::warn!(
                 conn,
