@@ -11,10 +11,11 @@
 //! - [`crypto`]: AES-256-GCM sealing bound to the credential key.
 //! - [`store`]: SQLite through sqlx; only ciphertext is stored.
 //! - [`identity`]: who is calling (uid, pid, executable, sandbox app id).
-//! - [`listener`]: socket binding (or adopting an inherited socket) and the
-//!   peer-credential accept loop.
-//! - [`platform`]: what differs per OS: socket activation (systemd,
-//!   launchd) and readiness notification.
+//! - [`listener`]: the accept loop that checks every connection's peer
+//!   before reading from it.
+//! - [`platform`]: what differs per OS: the endpoint (Unix socket or
+//!   Windows named pipe) and its peer check, socket activation (systemd,
+//!   launchd), readiness notification, signals.
 //! - [`authority`]: accepts clients that send the socket path as
 //!   `:authority` (gRPC C core, grpc-java).
 //! - [`service`]: the gRPC services; [`watch`] streams changes.
