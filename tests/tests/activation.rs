@@ -251,3 +251,53 @@ fn an_inherited_datagram_socket_is_refused() {
     // And a stream client cannot connect to it.
     assert!(UnixStream::connect(env.socket()).is_err());
 }
+
+/// The library entry point systemd and launchd use, in-process: a socket
+/// bound by someone else is served as it is, through the same peer check,
+/// and left in place when the daemon stops.
+#[tokio::test]
+async fn prepare_with_listener_serves_an_inherited_socket_and_leaves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = keyhaven_daemon::Settings::in_dir(dir.path());
+    let run = dir.path().join("manager");
+    std::fs::create_dir(&run).unwrap();
+    keyhaven_tests::set_mode(&run, 0o700);
+    let path = run.join("inherited.sock");
+    let inherited = keyhaven_daemon::InheritedSocket {
+        listener: std::os::unix::net::UnixListener::bind(&path).unwrap(),
+        manager: "test",
+    };
+    let prepared = keyhaven_daemon::prepare_with_listener(&settings, inherited)
+        .await
+        .unwrap();
+    assert_eq!(prepared.socket_path(), path);
+    assert_eq!(prepared.inherited_from(), Some("test"));
+    assert!(
+        !settings.socket.exists(),
+        "bound its own socket as well as the inherited one"
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(prepared.serve(async move {
+        let _ = stopped.await;
+    }));
+
+    let client = keyhaven::Client::connect_to(&path).await.unwrap();
+    let key = keyhaven::CredentialKey::new("plex", "", "acct", "").unwrap();
+    client
+        .store(
+            &key,
+            keyhaven::Secret::from("tok"),
+            keyhaven::StoreOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(client.retrieve(&key).await.unwrap().secret.expose(), b"tok");
+    drop(client);
+
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        path.exists(),
+        "the daemon removed a socket it did not create"
+    );
+}

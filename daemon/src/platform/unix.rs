@@ -145,6 +145,10 @@ pub fn bind_or_adopt(
         .listener
         .local_addr()
         .map_err(|e| io_err("read the address of the socket passed in by", e))?;
+    inherited
+        .listener
+        .set_nonblocking(true)
+        .map_err(|e| io_err("set non-blocking mode on the socket passed in by", e))?;
     let listener = UnixListener::from_std(inherited.listener)
         .map_err(|e| io_err("register the socket passed in by", e))?;
     // The unit decides the path; `--socket` and KEYHAVEN_SOCKET do not apply.
@@ -219,13 +223,6 @@ pub fn take_inherited_socket() -> Result<Option<InheritedSocket>, StartError> {
         path: manager.into(),
         source,
     })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| StartError::Io {
-            what: "set non-blocking mode on the socket passed in by",
-            path: manager.into(),
-            source,
-        })?;
     Ok(Some(InheritedSocket { listener, manager }))
 }
 
