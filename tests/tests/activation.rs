@@ -196,6 +196,71 @@ fn first_connection_starts_the_daemon_which_reports_ready_and_stopping() {
 }
 
 #[test]
+fn another_users_connection_to_an_activated_daemon_is_refused() {
+    let name = "another_users_connection_to_an_activated_daemon_is_refused";
+    if !keyhaven_tests::is_root() {
+        skip(
+            name,
+            "needs root to run a client as another uid (65534); run the tests as root to exercise the peer check on an inherited socket",
+        );
+        return;
+    }
+    let Some(tool) = socket_activate() else {
+        skip(
+            name,
+            "systemd-socket-activate not found (apt-get install -y systemd)",
+        );
+        return;
+    };
+    let env = TestEnv::new();
+    let activation = Activation::start(&tool, &env, &[]);
+    // Open every path component and the socket to everyone, so only the
+    // daemon's peer check stands between uid 65534 and the store.
+    let mut dir = env.socket().parent().unwrap().to_path_buf();
+    loop {
+        keyhaven_tests::set_mode(&dir, 0o755);
+        if dir == env.root() {
+            break;
+        }
+        dir = dir.parent().unwrap().to_path_buf();
+    }
+    keyhaven_tests::set_mode(&env.socket(), 0o777);
+
+    // The foreign connection is the one that starts the daemon.
+    let out = {
+        use std::os::unix::process::CommandExt;
+        env.command("keyhaven")
+            .args(["--socket", env.socket().to_str().unwrap(), "list"])
+            .env("HOME", "/nonexistent")
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(keyhaven_proto::exit::UNAVAILABLE)),
+        "{}",
+        stderr(&out)
+    );
+    activation.expect_notification("READY=1");
+
+    // The owner is served by the same daemon.
+    let out = env.cli(&["store", "plex", "", "acct"], b"tok");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    activation.signal(rustix::process::Signal::TERM);
+    let (exit, log) = activation.wait();
+    assert!(exit.success(), "{exit:?}\n{log}");
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("refused a connection from another user"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert!(refusal.contains("uid=65534"), "{refusal}");
+}
+
+#[test]
 fn idle_daemon_exits_when_socket_activated() {
     let name = "idle_daemon_exits_when_socket_activated";
     let Some(tool) = socket_activate() else {
