@@ -430,7 +430,9 @@ impl Client {
                 ErrorKind::ProtocolMismatch,
                 format!(
                     "keyhavend {} at {} speaks protocol {}, but this client ({}) speaks protocol \
-                     {PROTOCOL}; restart the daemon after an upgrade, or update the client",
+                     {PROTOCOL}. After an upgrade the old daemon is still running: restart it \
+                     (`systemctl --user restart keyhavend.service`, or stop keyhavend and start \
+                     the new one); otherwise update this client",
                     status.version,
                     socket.display(),
                     status.protocol,
