@@ -23,13 +23,18 @@ struct Outcome {
 }
 
 /// One app's refresh: read, "refresh" with the server, write with
-/// compare-and-swap; on conflict, adopt the winner's token.
+/// compare-and-swap; on conflict, adopt the winner's token. `rejected`
+/// stands for the server round-trip: every app has read the rejected token
+/// before any of them writes a new one, as when they all hit the same
+/// expiry (a server round-trip takes far longer than a local read).
 async fn refresh(
     client: &Client,
     key: &CredentialKey,
     app: usize,
+    rejected: &tokio::sync::Barrier,
 ) -> Result<Outcome, keyhaven::Error> {
     let current = client.retrieve(key).await?;
+    rejected.wait().await;
     // Stand-in for the call to the media server's refresh endpoint.
     let fresh = format!("token-r{}-app{app}", current.metadata.revision);
     let options = StoreOptions {
@@ -101,11 +106,12 @@ async fn main() -> ExitCode {
     let mut ok = true;
     for round in 1..=rounds {
         let mut tasks = Vec::new();
+        let rejected = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
         for (app, client) in clients.iter().enumerate() {
-            let (client, key) = (client.clone(), key.clone());
-            tasks.push(tokio::spawn(
-                async move { refresh(&client, &key, app).await },
-            ));
+            let (client, key, rejected) = (client.clone(), key.clone(), rejected.clone());
+            tasks.push(tokio::spawn(async move {
+                refresh(&client, &key, app, &rejected).await
+            }));
         }
         let mut outcomes = Vec::new();
         for task in tasks {

@@ -14,11 +14,14 @@
 //!
 //! # Layout
 //!
-//! - [`Client`]: connects over the Unix socket, checks the daemon's protocol
+//! - [`Client`]: connects over the Unix socket (Windows: the named pipe,
+//!   see `transport.rs`), checks the daemon's protocol
 //!   number, and offers typed `store` / `retrieve` / `delete` / `list` /
 //!   `status`.
 //! - [`Client::watch`] (a `Stream` of [`WatchEvent`]s), [`Client::logout`]
 //!   and [`Client::audit`]: sharing one login between apps (`sharing.rs`).
+//! - [`Autostart`]: optional start-on-demand of `keyhavend`
+//!   (`KEYHAVEN_AUTOSTART=1`), off where a systemd socket unit is enabled.
 //! - [`Error`] with [`Error::kind`]: decide on outcomes without matching
 //!   strings.
 //! - Re-exported from `keyhaven-proto`: [`CredentialKey`] (the validated
@@ -29,9 +32,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hyper_util::rt::TokioIo;
 use keyhaven_proto::paths::{self, ProcessEnv};
 use keyhaven_proto::pb::{
     self, credentials_client::CredentialsClient, daemon_client::DaemonClient,
@@ -39,9 +41,12 @@ use keyhaven_proto::pb::{
 use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
 use tonic::transport::{Channel, Endpoint};
 
+pub mod autostart;
 pub mod compat;
 mod sharing;
+mod transport;
 
+pub use autostart::Autostart;
 pub use keyhaven_proto::PROTOCOL;
 pub use keyhaven_proto::key::{DEFAULT_TOKEN_TYPE, KeyError, Limits};
 pub use keyhaven_proto::{CanonicalKey as CredentialKey, Secret};
@@ -106,6 +111,17 @@ impl Error {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// Nothing listens on the socket: it is missing, or stale (refused).
+    fn nobody_listening(&self) -> bool {
+        use std::io::ErrorKind as Io;
+        self.kind == ErrorKind::Unavailable
+            && self
+                .source
+                .as_deref()
+                .and_then(|s| io_error_in(s as &(dyn std::error::Error + 'static)))
+                .is_some_and(|e| matches!(e.kind(), Io::NotFound | Io::ConnectionRefused))
     }
 
     /// The exit code the `keyhaven` CLI uses for this error.
@@ -292,9 +308,94 @@ pub struct Client {
 impl Client {
     /// Connects to the default socket: `$KEYHAVEN_SOCKET`, else
     /// `$XDG_RUNTIME_DIR/keyhaven/keyhaven.sock`, else
-    /// `${TMPDIR:-/tmp}/keyhaven-$UID/keyhaven.sock`.
+    /// `${TMPDIR:-/tmp}/keyhaven-$UID/keyhaven.sock`. With
+    /// `KEYHAVEN_AUTOSTART=1`, starts the daemon if none answers (see
+    /// [`Client::connect_or_start`]).
     pub async fn connect() -> Result<Self> {
-        Self::connect_to(paths::socket(None, &ProcessEnv)).await
+        Self::connect_or_start(
+            paths::socket(None, &ProcessEnv),
+            Autostart::from_env(&ProcessEnv),
+        )
+        .await
+    }
+
+    /// Connects to `path`. When nothing listens there and `autostart` is
+    /// given, starts `keyhavend` on that socket and waits (bounded) for it
+    /// to answer, unless a keyhavend socket unit is enabled for the user: then
+    /// systemd owns the socket, and the error says to start the unit.
+    pub async fn connect_or_start(
+        path: impl AsRef<Path>,
+        autostart: Option<Autostart>,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let first = match Self::connect_to(path).await {
+            Ok(client) => return Ok(client),
+            Err(e) => e,
+        };
+        let Some(auto) = autostart else {
+            return Err(first);
+        };
+        if !first.nobody_listening() {
+            return Err(first);
+        }
+        if let Some(unit) = autostart::enabled_socket_unit(&ProcessEnv) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{}; not starting keyhavend on demand because the systemd socket unit is \
+                     enabled ({}): run `systemctl --user start keyhavend.socket`",
+                    first.message,
+                    unit.display()
+                ),
+            ));
+        }
+        let started = autostart::spawn(&auto, path).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Unavailable,
+                format!(
+                    "{}; starting {} on demand failed: {e}",
+                    first.message,
+                    auto.program.display()
+                ),
+                e,
+            )
+        })?;
+        loop {
+            // Bounded polling: the daemon binds its socket once its store is
+            // open; until then the socket is missing or still stale.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match Self::connect_to(path).await {
+                Ok(client) => return Ok(client),
+                Err(e) if e.nobody_listening() => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(status) = started.exited() {
+                // Another client may have started a daemon first.
+                return Self::connect_to(path).await.map_err(|_| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "keyhavend started on demand (pid {}) exited ({status}) without \
+                             serving {}; run `{}` by hand to see why",
+                            started.pid,
+                            path.display(),
+                            auto.program.display()
+                        ),
+                    )
+                });
+            }
+            if Instant::now() > started.deadline {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "keyhavend started on demand (pid {}) did not answer on {} within {}s",
+                        started.pid,
+                        path.display(),
+                        auto.timeout.as_secs()
+                    ),
+                ));
+            }
+        }
     }
 
     /// The socket [`Client::connect`] uses.
@@ -305,7 +406,7 @@ impl Client {
     /// Connects to the socket at `path` and checks the daemon's protocol.
     pub async fn connect_to(path: impl AsRef<Path>) -> Result<Self> {
         let socket = path.as_ref().to_path_buf();
-        match std::fs::symlink_metadata(&socket) {
+        match transport::probe(&socket) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::with_source(
@@ -337,9 +438,9 @@ impl Client {
                 let target = target.clone();
                 let reached = reached_in.clone();
                 async move {
-                    let stream = tokio::net::UnixStream::connect(target).await?;
+                    let stream = transport::connect(&target).await?;
                     reached.store(true, Ordering::SeqCst);
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                    Ok::<_, std::io::Error>(stream)
                 }
             }))
             .await
@@ -361,7 +462,9 @@ impl Client {
                 ErrorKind::ProtocolMismatch,
                 format!(
                     "keyhavend {} at {} speaks protocol {}, but this client ({}) speaks protocol \
-                     {PROTOCOL}; restart the daemon after an upgrade, or update the client",
+                     {PROTOCOL}. After an upgrade the old daemon is still running: restart it \
+                     (`systemctl --user restart keyhavend.service`, or stop keyhavend and start \
+                     the new one); otherwise update this client",
                     status.version,
                     socket.display(),
                     status.protocol,

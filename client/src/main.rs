@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use keyhaven::{
-    AuditEntry, AuditQuery, Caller, Client, CredentialKey, DaemonStatus, Error, ListFilter,
-    Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
+    AuditEntry, AuditQuery, Autostart, Caller, Client, CredentialKey, DaemonStatus, Error,
+    ListFilter, Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
 };
 use keyhaven_proto::exit;
+
+mod prompt;
 
 /// Command-line client for keyhavend, the per-user credential daemon.
 ///
@@ -27,6 +29,10 @@ struct Cli {
     /// $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Start keyhavend if it is not running (unless a systemd socket unit
+    /// is enabled) [env: KEYHAVEN_AUTOSTART=1]
+    #[arg(long, global = true)]
+    autostart: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -145,6 +151,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,15 +231,27 @@ fn main() -> ExitCode {
     }
 }
 
-async fn connect(socket: Option<PathBuf>) -> Result<Client, Error> {
-    match socket {
-        Some(path) => Client::connect_to(path).await,
-        None => Client::connect().await,
-    }
+async fn connect(socket: Option<PathBuf>, autostart: bool) -> Result<Client, Error> {
+    let env = keyhaven_proto::paths::ProcessEnv;
+    let autostart = if autostart {
+        Some(Autostart::default())
+    } else {
+        Autostart::from_env(&env)
+    };
+    let socket = socket.unwrap_or_else(Client::default_socket);
+    Client::connect_or_start(socket, autostart).await
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "keyhaven",
+                &mut std::io::stdout(),
+            );
+        }
         Command::Store {
             key,
             secret_file,
@@ -238,7 +262,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let key = key.key()?;
             let secret = read_secret(secret_file.as_deref(), &key)?;
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let options = StoreOptions {
                 label,
                 expires_at: expires_in.map(|s| SystemTime::now() + Duration::from_secs(s)),
@@ -250,7 +274,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Get { key, no_newline } => {
             let key = key.key()?;
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let cred = client.retrieve(&key).await?;
             let mut out = std::io::stdout().lock();
             let written = out
@@ -269,7 +293,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Delete { key, if_revision } => {
             let key = key.key()?;
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let meta = client.delete(&key, if_revision).await?;
             println!("deleted {} (was revision {})", key, meta.revision);
         }
@@ -279,7 +303,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             user_id,
             json,
         } => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let filter = ListFilter {
                 provider,
                 server_id,
@@ -301,7 +325,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             count,
             json,
         } => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let filter = ListFilter {
                 provider,
                 server_id,
@@ -322,7 +346,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             server_id,
             user_id,
         } => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let removed = client
                 .logout(&provider, &server_id, user_id.as_deref())
                 .await?;
@@ -353,7 +377,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         })?,
                 ),
             };
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let query = AuditQuery {
                 key,
                 program,
@@ -364,12 +388,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             print_audit(&client.audit(&query).await?, json);
         }
         Command::Doctor => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let status = client.status().await?;
             print_doctor(&status);
         }
         Command::Key(KeyCommand::Rotate) => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let r = client.rotate_key().await?;
             println!(
                 "rotated the data key in the {} tier: {} -> {}, {} credential(s) re-sealed",
@@ -377,7 +401,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::Key(KeyCommand::Move { to }) => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let from = client.move_key(&to).await?;
             if from == to {
                 println!("the data key is already kept in the {to} tier");
@@ -386,7 +410,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Status { json } => {
-            let client = connect(cli.socket).await?;
+            let client = connect(cli.socket, cli.autostart).await?;
             let status = client.status().await?;
             print_status(&client, &status, json);
         }
@@ -410,7 +434,7 @@ fn read_secret(file: Option<&std::path::Path>, key: &CredentialKey) -> Result<Se
         None if std::io::stdin().is_terminal() => {
             eprint!("Secret for {key}: ");
             let _ = std::io::stderr().flush();
-            let line = read_line_no_echo()
+            let line = prompt::read_line_no_echo()
                 .map_err(|e| Failure::Input(format!("cannot read the secret: {e}")))?;
             eprintln!();
             bytes = line.into_vec();
@@ -434,21 +458,6 @@ fn read_secret(file: Option<&std::path::Path>, key: &CredentialKey) -> Result<Se
         ));
     }
     Ok(Secret::new(bytes))
-}
-
-fn read_line_no_echo() -> std::io::Result<Secret> {
-    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-    let stdin = std::io::stdin();
-    let saved = tcgetattr(&stdin)?;
-    let mut quiet = saved.clone();
-    quiet.local_modes.remove(LocalModes::ECHO);
-    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
-    let mut line = String::new();
-    let read = stdin.read_line(&mut line);
-    let restored = tcsetattr(&stdin, OptionalActions::Now, &saved);
-    read?;
-    restored?;
-    Ok(Secret::from(line))
 }
 
 fn caller_json(c: &Caller) -> serde_json::Value {

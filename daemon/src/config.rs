@@ -15,6 +15,7 @@
 //! expiry_sweep_seconds = 30                      # how often expired credentials are purged
 //! audit_max_entries = 100000                     # audit log retention, by count
 //! audit_max_age_days = 90                        # and by age
+//! idle_exit_seconds = 0                          # socket-activated only: exit when idle this long (0: never)
 //!
 //! [policy]                                       # optional per-app policy, see `policy.rs`
 //! default = "allow"
@@ -74,6 +75,9 @@ pub struct FileConfig {
     pub audit_max_entries: Option<u64>,
     /// Days audit entries are kept.
     pub audit_max_age_days: Option<u64>,
+    /// When socket-activated, exit after this many seconds without
+    /// connections; 0 or absent: never.
+    pub idle_exit_seconds: Option<u64>,
     /// Per-app policy.
     pub policy: Option<PolicyConfig>,
 }
@@ -145,6 +149,10 @@ pub struct Settings {
     pub key_source: Option<KeyTier>,
     /// How often a locked store looks for its key again.
     pub key_retry: Duration,
+    /// Exit after this long without connections, when the socket was passed
+    /// in by a service manager (which starts the daemon again on the next
+    /// connection). `None`: never.
+    pub idle_exit: Option<Duration>,
 }
 
 impl Settings {
@@ -171,6 +179,7 @@ impl Settings {
             keyring_timeout: crate::keyring::DEFAULT_TIMEOUT,
             key_source: None,
             key_retry: Duration::from_secs(DEFAULT_KEY_RETRY_SECONDS),
+            idle_exit: None,
         }
     }
 
@@ -238,6 +247,10 @@ impl Settings {
             event_buffer: crate::events::DEFAULT_CAPACITY,
             audit_retention,
             policy,
+            idle_exit: file
+                .idle_exit_seconds
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
             config_path: Some(config_path),
             credentials_dir: env
                 .var("CREDENTIALS_DIRECTORY")

@@ -1,21 +1,37 @@
 //! Private directories and files: created with their mode from the first
 //! byte, then verified (owner, mode, not a symlink). Nothing here ever
 //! loosens or silently fixes permissions.
+//!
+//! On Windows there are no mode bits: files live under the user's profile
+//! (`%LOCALAPPDATA%`, `%APPDATA%`), whose inherited ACL admits the user,
+//! SYSTEM and administrators; only "not a symlink" and the kind are checked.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use keyhaven_proto::paths::current_uid;
-
 use crate::error::StartError;
+
+/// Mode bits for new private directories and files (Unix only).
+fn private(builder: &mut DirBuilder) -> &mut DirBuilder {
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder
+}
+
+fn private_file(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    options.mode(0o600);
+    options
+}
 
 /// Creates `dir` (and missing parents) with mode 0700 if needed, then checks
 /// that it is a real directory owned by this user with no group or other
 /// access.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), StartError> {
-    match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match private(DirBuilder::new().recursive(true)).create(dir) {
         Ok(()) => {}
         Err(source) => {
             return Err(StartError::Io {
@@ -52,7 +68,22 @@ pub fn verify_private(path: &Path, want_dir: bool) -> Result<(), StartError> {
     if !want_dir && !ft.is_file() {
         return Err(insecure("it is not a regular file".into()));
     }
-    let uid = current_uid();
+    #[cfg(unix)]
+    check_owner_and_mode(path, &meta, want_dir)?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn check_owner_and_mode(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    want_dir: bool,
+) -> Result<(), StartError> {
+    let insecure = |reason: String| StartError::Insecure {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let uid = keyhaven_proto::paths::current_uid();
     if meta.uid() != uid {
         return Err(insecure(format!(
             "it is owned by uid {} but keyhavend runs as uid {uid}; another user may have created it",
@@ -73,12 +104,7 @@ pub fn verify_private(path: &Path, want_dir: bool) -> Result<(), StartError> {
 /// Creates `path` with mode 0600 if it does not exist (never following a
 /// symlink), then verifies it. Returns true when it was created.
 pub fn ensure_private_file(path: &Path) -> Result<bool, StartError> {
-    let created = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    let created = match private_file(OpenOptions::new().write(true).create_new(true)).open(path) {
         Ok(_) => true,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(source) => {
@@ -96,20 +122,20 @@ pub fn ensure_private_file(path: &Path) -> Result<bool, StartError> {
 /// Writes `bytes` to a new file at `path` with mode 0600 and makes it
 /// durable (file and directory fsync). Fails if the file exists.
 pub fn write_new_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file = private_file(OpenOptions::new().write(true).create_new(true)).open(path)?;
     file.write_all(bytes)?;
     file.sync_all()?;
+    // Directory fsync makes the new name durable; Windows has no such call
+    // (NTFS journals the metadata).
+    #[cfg(unix)]
     if let Some(parent) = path.parent() {
-        File::open(parent)?.sync_all()?;
+        std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
 }
 
 #[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
 

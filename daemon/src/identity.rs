@@ -33,6 +33,7 @@ pub struct Identity {
 impl Identity {
     /// Reads what the platform offers about `pid` (running as `uid`).
     pub fn of_process(uid: u32, pid: i32) -> Self {
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let mut id = Self {
             uid,
             pid,

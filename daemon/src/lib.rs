@@ -12,7 +12,11 @@
 //! - [`crypto`]: AES-256-GCM sealing bound to the credential key.
 //! - [`store`]: SQLite through sqlx; only ciphertext is stored.
 //! - [`identity`]: who is calling (uid, pid, executable, sandbox app id).
-//! - [`listener`]: socket binding and the peer-credential accept loop.
+//! - [`listener`]: the accept loop that checks every connection's peer
+//!   before reading from it.
+//! - [`platform`]: what differs per OS: the endpoint (Unix socket or
+//!   Windows named pipe) and its peer check, socket activation (systemd,
+//!   launchd), readiness notification, signals.
 //! - [`authority`]: accepts clients that send the socket path as
 //!   `:authority` (gRPC C core, grpc-java).
 //! - [`service`]: the gRPC services; [`watch`] streams changes.
@@ -24,7 +28,9 @@
 //!
 //! Start-up order: settings, data directory (0700), store lock, database
 //! (migrated), data key (checked against the store), socket (0700 dir, 0600
-//! socket), serve until the shutdown future completes.
+//! socket; or the one systemd/launchd passed in), `READY=1`, serve until the
+//! shutdown future completes (or, when socket-activated, until idle for
+//! `idle_exit_seconds`), `STOPPING=1`.
 #![warn(missing_docs)]
 
 pub mod audit;
@@ -40,6 +46,7 @@ pub mod identity;
 pub mod keyring;
 pub mod limits;
 pub mod listener;
+pub mod platform;
 pub mod policy;
 pub mod service;
 pub mod store;
@@ -55,7 +62,6 @@ use std::time::{Duration, Instant};
 use keyhaven_proto::pb::audit_server::AuditServer;
 use keyhaven_proto::pb::credentials_server::CredentialsServer;
 use keyhaven_proto::pb::daemon_server::DaemonServer;
-use tokio::net::UnixListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::audit::AuditLog;
@@ -63,7 +69,8 @@ pub use crate::config::Settings;
 use crate::custody::{Custody, CustodyConfig};
 pub use crate::error::StartError;
 use crate::keyring::Keyring;
-use crate::listener::{AcceptPolicy, BoundSocket};
+use crate::listener::{AcceptPolicy, BoundSocket, OpenConnections};
+pub use crate::platform::InheritedSocket;
 use crate::policy::PolicyHandle;
 use crate::service::{AuditService, CredentialsService, DaemonService, Shared};
 use crate::store::Database;
@@ -84,6 +91,7 @@ pub struct Prepared {
     expiry_sweep: Duration,
     key_retry: Duration,
     audit_retention: audit::Retention,
+    idle_exit: Option<Duration>,
     stopping_tx: tokio::sync::watch::Sender<bool>,
     _lock: File,
 }
@@ -99,6 +107,12 @@ impl Prepared {
         self.shared.vault.database().path()
     }
 
+    /// `Some("systemd")` or `Some("launchd")` when serving a socket the
+    /// service manager passed in.
+    pub fn inherited_from(&self) -> Option<&'static str> {
+        self.socket.inherited_from()
+    }
+
     /// The live per-app policy; call `reload()` on it for SIGHUP.
     pub fn policy(&self) -> Arc<PolicyHandle> {
         self.shared.policy.clone()
@@ -106,6 +120,10 @@ impl Prepared {
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish
     /// (up to the grace period), closes the store and removes the socket.
+    ///
+    /// Tells the service manager `READY=1` once serving and `STOPPING=1`
+    /// when shutdown begins. On an inherited socket with `idle_exit` set,
+    /// also stops after that long without connections.
     pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
         let Some(listener) = self.socket.take_listener() else {
             return Ok(());
@@ -117,6 +135,9 @@ impl Prepared {
             pid = std::process::id(),
             "keyhavend is serving"
         );
+        // The socket is listening and the store is open with its key:
+        // connections from now on are answered.
+        platform::notify_ready();
         let maintenance = tokio::spawn(maintain(
             self.shared.clone(),
             self.expiry_sweep,
@@ -124,8 +145,23 @@ impl Prepared {
             self.audit_retention,
         ));
         let stopping_tx = self.stopping_tx.clone();
+        let idle_exit = self.socket.inherited_from().and(self.idle_exit);
+        let open = self.policy.open.clone();
         let shutdown = async move {
-            shutdown.await;
+            let idle = async {
+                match idle_exit {
+                    Some(limit) => open.idle_for(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown => {}
+                () = idle => tracing::info!(
+                    idle_exit_seconds = idle_exit.map_or(0, |d| d.as_secs()),
+                    "no connections for idle_exit_seconds; exiting until the next connection"
+                ),
+            }
+            platform::notify_stopping();
             // Ends Watch streams and the maintenance task.
             let _ = stopping_tx.send(true);
         };
@@ -154,7 +190,7 @@ impl Prepared {
 /// Serves the keyhaven services on `listener` until `shutdown` completes.
 /// Every connection passes the peer check in [`listener::incoming`] first.
 pub async fn serve(
-    listener: UnixListener,
+    listener: platform::Listener,
     shared: Arc<Shared>,
     policy: AcceptPolicy,
     max_message: usize,
@@ -283,6 +319,22 @@ async fn set_health(shared: &Shared) {
 
 /// Takes the lock, opens the store with its key and binds the socket.
 pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
+    prepare_with(settings, None).await
+}
+
+/// Like [`prepare`], but serves `inherited`, a socket a service manager
+/// (systemd, launchd) already bound, instead of binding `settings.socket`.
+pub async fn prepare_with_listener(
+    settings: &Settings,
+    inherited: InheritedSocket,
+) -> Result<Prepared, StartError> {
+    prepare_with(settings, Some(inherited)).await
+}
+
+async fn prepare_with(
+    settings: &Settings,
+    inherited: Option<InheritedSocket>,
+) -> Result<Prepared, StartError> {
     fsutil::ensure_private_dir(&settings.data_dir)?;
     let lock = take_lock(&settings.lock_file())?;
     let db_path = settings.database();
@@ -310,7 +362,7 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
             reason,
         },
     })?;
-    let socket = listener::bind(&settings.socket)?;
+    let socket = listener::bind_or_adopt(&settings.socket, inherited)?;
     let audit = AuditLog::start(database);
     let policy = Arc::new(PolicyHandle::new(
         settings.policy.clone(),
@@ -333,16 +385,18 @@ pub async fn prepare(settings: &Settings) -> Result<Prepared, StartError> {
         shared,
         socket,
         policy: AcceptPolicy {
-            own_uid: keyhaven_proto::paths::current_uid(),
+            own_uid: platform::own_uid(),
             allowed_uids: settings.allowed_uids.clone(),
             max_connections: settings.max_connections,
             audit: Some(audit),
+            open: OpenConnections::default(),
         },
         max_message: settings.max_secret_bytes + MESSAGE_OVERHEAD,
         shutdown_grace: settings.shutdown_grace,
         expiry_sweep: settings.expiry_sweep,
         key_retry: settings.key_retry,
         audit_retention: settings.audit_retention,
+        idle_exit: settings.idle_exit,
         stopping_tx,
         _lock: lock,
     })

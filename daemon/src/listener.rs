@@ -7,13 +7,14 @@
 //!   taken over; one that refuses connections is stale and is replaced.
 //! - Connections from a uid other than the daemon's own (or a configured
 //!   allow-list) are closed unread, with a WARN naming uid and pid.
+//! - A socket inherited from systemd or launchd is used as it is: the
+//!   service manager created it with the unit's mode and directory, and
+//!   removes it; keyhavend never unlinks it.
 //! - Beyond `max_connections`, a bounded number of extra connections is
 //!   admitted only to be answered RESOURCE_EXHAUSTED; past that they are
 //!   closed.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,16 +22,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::audit::AuditLog;
 use crate::authority::AuthorityFixer;
-use crate::error::StartError;
-use crate::fsutil;
 use crate::identity::Identity;
+pub use crate::platform::{BoundSocket, bind_or_adopt};
+use crate::platform::{Conn, Listener};
 
 /// Connections past the limit that are still answered (with
 /// RESOURCE_EXHAUSTED) rather than closed outright.
@@ -51,99 +51,45 @@ pub struct Peer {
     pub limit: usize,
 }
 
-/// A bound listening socket that removes its file when dropped (only if the
-/// file is still the one it created).
+/// How many admitted connections are open right now; the idle exit waits
+/// for this to stay at zero.
+#[derive(Debug, Clone)]
+pub struct OpenConnections(Arc<watch::Sender<usize>>);
+
+impl Default for OpenConnections {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+}
+
+impl OpenConnections {
+    fn opened(&self) -> ConnectionGuard {
+        self.0.send_modify(|n| *n += 1);
+        ConnectionGuard(self.clone())
+    }
+
+    /// Completes once no connection has been open for `idle`.
+    pub async fn idle_for(&self, idle: Duration) {
+        let mut rx = self.0.subscribe();
+        loop {
+            if rx.wait_for(|n| *n == 0).await.is_err() {
+                return std::future::pending().await;
+            }
+            // Any change (a connection opening) restarts the wait.
+            if tokio::time::timeout(idle, rx.changed()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Decrements the open-connection count when the connection closes.
 #[derive(Debug)]
-pub struct BoundSocket {
-    listener: Option<UnixListener>,
-    path: PathBuf,
-    ino: u64,
-}
+struct ConnectionGuard(OpenConnections);
 
-impl BoundSocket {
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Takes the listener out for serving; the file is still removed on drop.
-    pub fn take_listener(&mut self) -> Option<UnixListener> {
-        self.listener.take()
-    }
-}
-
-impl Drop for BoundSocket {
+impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
-            && meta.ino() == self.ino
-        {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Binds the socket at `path`: private directory, stale-socket replacement,
-/// mode 0600. Must run inside a tokio runtime.
-pub fn bind(path: &Path) -> Result<BoundSocket, StartError> {
-    let dir = path.parent().ok_or_else(|| StartError::Insecure {
-        path: path.to_path_buf(),
-        reason: "the socket path has no directory".into(),
-    })?;
-    fsutil::ensure_private_dir(dir)?;
-    remove_if_stale(path)?;
-    let io_err = |what, source| StartError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    let listener = UnixListener::bind(path).map_err(|e| io_err("bind the socket", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| io_err("set the mode of", e))?;
-    let ino = std::fs::symlink_metadata(path)
-        .map_err(|e| io_err("inspect", e))?
-        .ino();
-    Ok(BoundSocket {
-        listener: Some(listener),
-        path: path.to_path_buf(),
-        ino,
-    })
-}
-
-fn remove_if_stale(path: &Path) -> Result<(), StartError> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(StartError::Io {
-                what: "inspect",
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    if !meta.file_type().is_socket() {
-        return Err(StartError::Insecure {
-            path: path.to_path_buf(),
-            reason: "it exists and is not a socket; remove it if it is yours".into(),
-        });
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(StartError::SocketInUse {
-            path: path.to_path_buf(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(path = %path.display(), "replacing a stale socket left by a previous daemon");
-            std::fs::remove_file(path).map_err(|source| StartError::Io {
-                what: "remove the stale socket",
-                path: path.to_path_buf(),
-                source,
-            })
-        }
-        Err(source) => Err(StartError::Io {
-            what: "probe the existing socket",
-            path: path.to_path_buf(),
-            source,
-        }),
+        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -151,11 +97,12 @@ fn remove_if_stale(path: &Path) -> Result<(), StartError> {
 /// connection-limit permit it holds until it closes.
 #[derive(Debug)]
 pub struct PeerStream {
-    inner: UnixStream,
+    inner: Conn,
     peer: Peer,
     fixer: AuthorityFixer,
     eof: bool,
     _permit: OwnedSemaphorePermit,
+    _open: ConnectionGuard,
 }
 
 impl Connected for PeerStream {
@@ -245,6 +192,8 @@ pub struct AcceptPolicy {
     pub max_connections: usize,
     /// Where refusals are recorded.
     pub audit: Option<AuditLog>,
+    /// Counts the connections that are open.
+    pub open: OpenConnections,
 }
 
 impl AcceptPolicy {
@@ -256,7 +205,7 @@ impl AcceptPolicy {
 /// Spawns the accept loop and returns the stream of admitted connections for
 /// tonic. The loop ends when the stream is dropped (at shutdown).
 pub fn incoming(
-    listener: UnixListener,
+    listener: Listener,
     policy: AcceptPolicy,
 ) -> ReceiverStream<io::Result<PeerStream>> {
     let (tx, rx) = mpsc::channel(16);
@@ -265,7 +214,7 @@ pub fn incoming(
 }
 
 async fn accept_loop(
-    listener: UnixListener,
+    listener: Listener,
     policy: AcceptPolicy,
     tx: mpsc::Sender<io::Result<PeerStream>>,
 ) {
@@ -275,8 +224,8 @@ async fn accept_loop(
     loop {
         let stream = tokio::select! {
             () = tx.closed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _addr)) => stream,
+            accepted = crate::platform::accept(&listener) => match accepted {
+                Ok(stream) => stream,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -286,15 +235,14 @@ async fn accept_loop(
             },
         };
         let conn = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let cred = match stream.peer_cred() {
+        let cred = match crate::platform::peer_cred(&stream) {
             Ok(cred) => cred,
             Err(e) => {
                 tracing::warn!(conn, error = %e, "closing a connection whose peer credentials cannot be read");
                 continue;
             }
         };
-        let uid = cred.uid();
-        let pid = cred.pid().unwrap_or(0);
+        let (uid, pid) = (cred.uid, cred.pid);
         if !policy.allows(uid) {
             tracing::warn!(
                 conn,
@@ -360,6 +308,7 @@ async fn accept_loop(
             fixer: AuthorityFixer::new(),
             eof: false,
             _permit: permit,
+            _open: policy.open.opened(),
         };
         if tx.send(Ok(item)).await.is_err() {
             return;

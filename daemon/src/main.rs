@@ -1,11 +1,12 @@
 //! `keyhavend`: parses flags, sets up logging, runs the daemon until SIGTERM
-//! or SIGINT.
+//! or SIGINT (or, when socket-activated with `idle_exit_seconds`, until idle).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use keyhaven_daemon::config::{LogFormat, Overrides, Settings};
+use keyhaven_daemon::{InheritedSocket, platform};
 use keyhaven_proto::paths::ProcessEnv;
 use tracing_subscriber::EnvFilter;
 
@@ -33,7 +34,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    harden_process();
+    platform::harden_process();
     let args = Args::parse();
     let overrides = Overrides {
         config: args.config,
@@ -50,6 +51,15 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(settings.log_format);
+    // Before the runtime starts any thread: this clears LISTEN_FDS and
+    // LISTEN_PID from the environment.
+    let inherited = match platform::take_inherited_socket() {
+        Ok(inherited) => inherited,
+        Err(e) => {
+            tracing::error!("keyhavend cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -61,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(settings));
+    let result = runtime.block_on(run(settings, inherited));
     // A keyring call stuck in a blocking thread must not hold up the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
@@ -73,34 +83,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
-    let prepared = keyhaven_daemon::prepare(&settings).await?;
-    let shutdown = shutdown_signal()?;
-    // SIGHUP re-reads the per-app policy without dropping connections.
-    let policy = prepared.policy();
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            tracing::info!("received SIGHUP: reloading the policy");
-            if let Err(e) = policy.reload() {
-                tracing::error!(error = %e, "policy not reloaded; the previous policy stays in force");
-            }
-        }
-    });
+async fn run(settings: Settings, inherited: Option<InheritedSocket>) -> anyhow::Result<()> {
+    let prepared = match inherited {
+        Some(socket) => keyhaven_daemon::prepare_with_listener(&settings, socket).await?,
+        None => keyhaven_daemon::prepare(&settings).await?,
+    };
+    let shutdown = platform::shutdown_signal()?;
+    platform::reload_policy_on_hangup(prepared.policy())?;
     prepared.serve(shutdown).await?;
     Ok(())
-}
-
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("received SIGTERM"),
-            _ = int.recv() => tracing::info!("received SIGINT"),
-        }
-    })
 }
 
 fn init_tracing(format: LogFormat) {
@@ -115,18 +106,4 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-/// No core dumps, and not dumpable: another process cannot read the data
-/// key or secrets out of this one's memory through ptrace or /proc.
-fn harden_process() {
-    let _ = rustix::process::setrlimit(
-        rustix::process::Resource::Core,
-        rustix::process::Rlimit {
-            current: Some(0),
-            maximum: Some(0),
-        },
-    );
-    #[cfg(target_os = "linux")]
-    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
 }

@@ -9,12 +9,16 @@
 //! - [`paths`]: where the socket, database, config and key file live, with one
 //!   documented precedence (flag > env > XDG > fallback).
 //! - [`exit`]: the CLI's exit codes.
+//! - `pipe` (Windows): whose process is on the other end of the named pipe
+//!   (token user SIDs), for the daemon's and the client's checks.
 //! - [`PROTOCOL`]: the wire protocol number exchanged by `Status`.
 #![warn(missing_docs)]
 
 pub mod exit;
 pub mod key;
 pub mod paths;
+#[cfg(windows)]
+pub mod pipe;
 pub mod secret;
 pub mod time;
 

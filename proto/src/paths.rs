@@ -14,6 +14,11 @@
 //! XDG variables are used only when set to an absolute path, as the XDG Base
 //! Directory specification requires. No path is ever built from a hard-coded
 //! `/run/user/<uid>`.
+//!
+//! On Windows the "socket" is the named pipe `\\.\pipe\keyhaven-<user>`
+//! (after the flag and `KEYHAVEN_SOCKET`), and without HOME or XDG variables
+//! the data directory is `%LOCALAPPDATA%\keyhaven` and the config directory
+//! `%APPDATA%\keyhaven`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -83,15 +88,46 @@ pub fn socket(flag: Option<&Path>, env: &dyn Env) -> PathBuf {
     if let Some(p) = non_empty(env, ENV_SOCKET) {
         return p;
     }
-    if let Some(runtime) = absolute(env, "XDG_RUNTIME_DIR") {
-        return runtime.join("keyhaven").join(SOCKET_NAME);
+    #[cfg(windows)]
+    {
+        pipe_path(env)
     }
-    fallback_runtime_dir(env).join(SOCKET_NAME)
+    #[cfg(not(windows))]
+    {
+        if let Some(runtime) = absolute(env, "XDG_RUNTIME_DIR") {
+            return runtime.join("keyhaven").join(SOCKET_NAME);
+        }
+        fallback_runtime_dir(env).join(SOCKET_NAME)
+    }
+}
+
+/// `\\.\pipe\keyhaven-<user>`: the default named pipe on Windows. The
+/// user name comes from `USERNAME`; characters other than ASCII letters,
+/// digits, `.`, `_` and `-` become `_`. Who may open the pipe is decided by
+/// its security descriptor, not by its name.
+pub fn pipe_path(env: &dyn Env) -> PathBuf {
+    let user = env
+        .var("USERNAME")
+        .map(|u| u.to_string_lossy().into_owned())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let user: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    PathBuf::from(format!(r"\\.\pipe\keyhaven-{user}"))
 }
 
 /// `${TMPDIR:-/tmp}/keyhaven-$UID`: the socket directory when there is no
 /// `XDG_RUNTIME_DIR`. The daemon creates it 0700 and refuses it when it is
 /// not owned by the user.
+#[cfg(unix)]
 pub fn fallback_runtime_dir(env: &dyn Env) -> PathBuf {
     let tmp = absolute(env, "TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"));
     tmp.join(format!("keyhaven-{}", current_uid()))
@@ -162,6 +198,7 @@ pub fn key_file(
 fn config_dir(env: &dyn Env) -> Option<PathBuf> {
     absolute(env, "XDG_CONFIG_HOME")
         .or_else(|| non_empty(env, "HOME").map(|h| h.join(".config")))
+        .or_else(|| windows_dir(env, "APPDATA"))
         .map(|d| d.join("keyhaven"))
 }
 
@@ -180,14 +217,27 @@ fn pick(
         .or_else(|| config.map(Path::to_path_buf))
         .or_else(|| absolute(env, xdg).map(|d| d.join("keyhaven")))
         .or_else(|| non_empty(env, "HOME").map(|h| h.join(home_rel).join("keyhaven")))
+        .or_else(|| windows_dir(env, "LOCALAPPDATA").map(|d| d.join("keyhaven")))
+}
+
+/// `%APPDATA%` or `%LOCALAPPDATA%` on Windows, where HOME is usually unset;
+/// never elsewhere.
+fn windows_dir(env: &dyn Env, name: &str) -> Option<PathBuf> {
+    if cfg!(windows) {
+        absolute(env, name)
+    } else {
+        None
+    }
 }
 
 /// The real uid of this process.
+#[cfg(unix)]
 pub fn current_uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
 
 #[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
 
@@ -223,6 +273,16 @@ mod tests {
         let none = env(&[]);
         let want = format!("/tmp/keyhaven-{}/keyhaven.sock", current_uid());
         assert_eq!(socket(None, &none), Path::new(&want));
+    }
+
+    #[test]
+    fn pipe_names_are_per_user_and_tame() {
+        let e = env(&[("USERNAME", "Jane Doe\\x")]);
+        assert_eq!(pipe_path(&e), Path::new(r"\\.\pipe\keyhaven-Jane_Doe_x"));
+        assert_eq!(
+            pipe_path(&env(&[])),
+            Path::new(r"\\.\pipe\keyhaven-default")
+        );
     }
 
     #[test]

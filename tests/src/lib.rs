@@ -251,6 +251,11 @@ impl TestEnv {
             "DBUS_SESSION_BUS_ADDRESS",
             "CREDENTIALS_DIRECTORY",
             "KEYHAVEN_FAULT",
+            "KEYHAVEN_AUTOSTART",
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
         ] {
             cmd.env_remove(var);
         }

@@ -259,8 +259,15 @@ async fn expired_credentials_are_purged_with_an_expired_event() {
     assert_eq!(expired.kind, EventKind::Expired);
     assert_eq!(expired.metadata.as_ref().unwrap().key, k);
     assert!(expired.actor.is_none(), "the daemon itself removed it");
-    // The store keeps milliseconds: compare at that precision.
-    assert!(keyhaven::system_to_ms(expired.time) >= keyhaven::system_to_ms(expires));
+    // The store keeps milliseconds: compare with the expiry it recorded,
+    // not with the sub-millisecond SystemTime the test asked for.
+    let recorded = stored.metadata.as_ref().unwrap().expires_at.unwrap();
+    assert!(expires.duration_since(recorded).unwrap() < Duration::from_millis(1));
+    assert!(
+        expired.time >= recorded,
+        "{:?} < {recorded:?}",
+        expired.time
+    );
     assert!(
         client
             .list(&ListFilter::default())

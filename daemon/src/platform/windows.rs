@@ -1,0 +1,190 @@
+//! Windows: a named pipe instead of a Unix socket.
+//!
+//! - The pipe (`\\.\pipe\keyhaven-<user>` by default) is created with the
+//!   security descriptor `D:P(A;;GA;;;<user SID>)(A;;GA;;;SY)`: a protected
+//!   DACL that admits the daemon's user and SYSTEM and nobody else. Without
+//!   it, the default DACL would let Everyone read.
+//! - Remote clients are refused (`PIPE_REJECT_REMOTE_CLIENTS`, interprocess's
+//!   default).
+//! - The first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`: if
+//!   the name is already served (a live daemon, or anyone else), the daemon
+//!   refuses to start instead of sharing the name.
+//! - Every client's process token user SID is compared with the daemon's
+//!   before a byte is read; a mismatch is refused like a foreign uid on Unix.
+//! - No service manager hands over pipes: `take_inherited_socket` finds none.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use interprocess::os::windows::named_pipe::PipeListenerOptions;
+use interprocess::os::windows::named_pipe::pipe_mode::Bytes;
+use interprocess::os::windows::named_pipe::tokio::{DuplexPipeStream, PipeListener};
+use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+use keyhaven_proto::pipe::{Sid, current_user_sid, user_sid_of_process};
+
+use crate::error::StartError;
+use crate::policy::PolicyHandle;
+
+/// The listening pipe served by [`crate::serve`].
+pub type Listener = PipeListener<Bytes, Bytes>;
+/// One accepted pipe connection.
+pub type Conn = DuplexPipeStream<Bytes>;
+
+/// Windows has no uids; the daemon's user is 0 here, and a client of
+/// another user gets [`FOREIGN_UID`], which no allow-list names.
+const OWN_UID: u32 = 0;
+/// The uid reported for a client whose SID is not the daemon's.
+pub const FOREIGN_UID: u32 = u32::MAX;
+
+/// Who is on the other end.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerCred {
+    /// [`own_uid`] when the client's token user SID is the daemon's,
+    /// otherwise [`FOREIGN_UID`].
+    pub uid: u32,
+    /// The client's process id.
+    pub pid: i32,
+}
+
+/// Never constructed: no service manager passes pipes in.
+#[derive(Debug)]
+pub enum InheritedSocket {}
+
+/// The pipe this daemon created.
+#[derive(Debug)]
+pub struct BoundSocket {
+    listener: Option<Listener>,
+    path: PathBuf,
+}
+
+impl BoundSocket {
+    /// The pipe path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Always `None` on Windows.
+    pub fn inherited_from(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Takes the listener out for serving.
+    pub fn take_listener(&mut self) -> Option<Listener> {
+        self.listener.take()
+    }
+}
+
+fn own_sid() -> io::Result<&'static Sid> {
+    static OWN: OnceLock<Sid> = OnceLock::new();
+    if let Some(sid) = OWN.get() {
+        return Ok(sid);
+    }
+    let sid = current_user_sid()?;
+    Ok(OWN.get_or_init(|| sid))
+}
+
+/// Creates the named pipe at `path` (`inherited` is always `None`).
+pub fn bind_or_adopt(
+    path: &Path,
+    inherited: Option<InheritedSocket>,
+) -> Result<BoundSocket, StartError> {
+    if let Some(never) = inherited {
+        match never {}
+    }
+    let io_err = |what, source| StartError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let sid = own_sid().map_err(|e| io_err("read this user's SID for", e))?;
+    let sddl = format!("D:P(A;;GA;;;{sid})(A;;GA;;;SY)");
+    let wide = widestring::U16CString::from_str(&sddl)
+        .map_err(|e| io_err("encode the security descriptor of", io::Error::other(e)))?;
+    let descriptor = SecurityDescriptor::deserialize(&wide)
+        .map_err(|e| io_err("build the security descriptor of", e))?;
+    let listener = PipeListenerOptions::new()
+        .path(path)
+        .security_descriptor(Some(descriptor))
+        .accept_remote(false)
+        .create_tokio_duplex::<Bytes>()
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                // FILE_FLAG_FIRST_PIPE_INSTANCE: the name is taken.
+                StartError::SocketInUse {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                io_err("create the named pipe", e)
+            }
+        })?;
+    tracing::debug!(pipe = %path.display(), %sid, "named pipe created for this user and SYSTEM only");
+    Ok(BoundSocket {
+        listener: Some(listener),
+        path: path.to_path_buf(),
+    })
+}
+
+/// Waits for the next client.
+pub async fn accept(listener: &Listener) -> io::Result<Conn> {
+    listener.accept().await
+}
+
+/// The client's pid and whether its token user SID is the daemon's.
+pub fn peer_cred(conn: &Conn) -> io::Result<PeerCred> {
+    let pid = conn.client_process_id()?;
+    let sid = user_sid_of_process(pid)?;
+    let uid = if &sid == own_sid()? {
+        OWN_UID
+    } else {
+        tracing::debug!(pid, client_sid = %sid, "pipe client runs as another user");
+        FOREIGN_UID
+    };
+    Ok(PeerCred {
+        uid,
+        pid: i32::try_from(pid).unwrap_or(0),
+    })
+}
+
+/// The daemon's own "uid" (see [`PeerCred`]).
+pub fn own_uid() -> u32 {
+    OWN_UID
+}
+
+/// No service manager passes a pipe in.
+pub fn take_inherited_socket() -> Result<Option<InheritedSocket>, StartError> {
+    Ok(None)
+}
+
+/// No readiness protocol on Windows.
+pub fn notify_ready() {}
+
+/// No readiness protocol on Windows.
+pub fn notify_stopping() {}
+
+/// Completes on Ctrl-C, Ctrl-Break, console close or system shutdown.
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
+    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_shutdown};
+    let mut c = ctrl_c()?;
+    let mut brk = ctrl_break()?;
+    let mut close = ctrl_close()?;
+    let mut shutdown = ctrl_shutdown()?;
+    Ok(async move {
+        tokio::select! {
+            _ = c.recv() => tracing::info!("received Ctrl-C"),
+            _ = brk.recv() => tracing::info!("received Ctrl-Break"),
+            _ = close.recv() => tracing::info!("console closed"),
+            _ = shutdown.recv() => tracing::info!("system shutdown"),
+        }
+    })
+}
+
+/// No SIGHUP on Windows; the policy is still re-read when the file changes.
+pub fn reload_policy_on_hangup(_policy: Arc<PolicyHandle>) -> io::Result<()> {
+    Ok(())
+}
+
+/// Nothing to do: Windows does not let other users read this process's
+/// memory, and writes no core files.
+pub fn harden_process() {}

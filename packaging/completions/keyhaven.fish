@@ -1,0 +1,126 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_keyhaven_global_optspecs
+    string join \n socket= autostart h/help V/version
+end
+
+function __fish_keyhaven_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_keyhaven_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_keyhaven_using_subcommand
+    set -l cmd (__fish_keyhaven_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -s V -l version -d 'Print version'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "store" -d 'Store a credential. The secret is read from stdin (one trailing newline is dropped) or from --secret-file; never from the command line'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "get" -d 'Print a credential\'s secret to stdout'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "delete" -d 'Delete a credential'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "list" -d 'List credentials (metadata only, never secrets)'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "watch" -d 'Print changes as they happen, one line each (never secrets)'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "logout" -d 'Delete every credential of a provider and server (and user), at once'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "audit" -d 'Show the audit log: who read, wrote or was refused what'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "doctor" -d 'Explain where the data key is kept, what that protects against, and how to do better'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "key" -d 'Manage the data key'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "status" -d 'Show the daemon\'s version, protocol, pid, store and key tier'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, ...) to stdout'
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l secret-file -d 'Read the secret from this file instead of stdin' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l label -d 'A label for people, e.g. "Living-room Jellyfin"' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l expires-in -d 'Expire after this many seconds' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l if-revision -d 'Only if it is still at this revision (compare-and-swap)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l if-absent -d 'Only if it does not exist yet'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -s n -l no-newline -d 'Do not print a newline after the secret'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -l if-revision -d 'Only if it is still at this revision' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l provider -d 'Only this provider' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l server -d 'Only this server id (\'\' for empty)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l user -d 'Only this user id (\'\' for empty)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l json -d 'JSON output (an array of objects)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l provider -d 'Only this provider' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l server -d 'Only this server id (\'\' for empty)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l user -d 'Only this user id (\'\' for empty)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l count -d 'Exit after this many events' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l snapshot -d 'Print the current credentials first (SNAPSHOT ... SYNCED)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l json -d 'One JSON object per line'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand logout" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand logout" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand logout" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l key -d 'Only this credential: provider::server_id::user_id[::token_type]' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l program -d 'Only programs whose path or app id contains this' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l last -d 'Only the last DURATION, e.g. 30s, 15m, 2h, 7d' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l limit -d 'At most this many entries (newest first)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l json -d 'JSON output (an array of objects)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand doctor" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand doctor" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand doctor" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -f -a "rotate" -d 'Re-seal every credential under a new data key (crash-safe)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -f -a "move" -d 'Move the data key to another tier'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from rotate" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from rotate" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from rotate" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -l to -d 'keyring or file' -r -f -a "keyring\t''
+file\t''"
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "rotate" -d 'Re-seal every credential under a new data key (crash-safe)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "move" -d 'Move the data key to another tier'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -l json -d 'JSON output'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand completions" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand completions" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "store" -d 'Store a credential. The secret is read from stdin (one trailing newline is dropped) or from --secret-file; never from the command line'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "get" -d 'Print a credential\'s secret to stdout'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "delete" -d 'Delete a credential'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "list" -d 'List credentials (metadata only, never secrets)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "watch" -d 'Print changes as they happen, one line each (never secrets)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "logout" -d 'Delete every credential of a provider and server (and user), at once'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "audit" -d 'Show the audit log: who read, wrote or was refused what'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "doctor" -d 'Explain where the data key is kept, what that protects against, and how to do better'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "key" -d 'Manage the data key'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "status" -d 'Show the daemon\'s version, protocol, pid, store and key tier'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "completions" -d 'Print a shell completion script (bash, zsh, fish, ...) to stdout'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key status completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and __fish_seen_subcommand_from key" -f -a "rotate" -d 'Re-seal every credential under a new data key (crash-safe)'
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and __fish_seen_subcommand_from key" -f -a "move" -d 'Move the data key to another tier'
