@@ -15,6 +15,8 @@
 //! expiry_sweep_seconds = 30                      # how often expired credentials are purged
 //! audit_max_entries = 100000                     # audit log retention, by count
 //! audit_max_age_days = 90                        # and by age
+//! legacy_read_through = true                     # on a miss, look in JellyTau's and Reel's keyring entries
+//! legacy_keyring_cleanup = false                 # remove a legacy entry once it is verified in the store
 //!
 //! [policy]                                       # optional per-app policy, see `policy.rs`
 //! default = "allow"
@@ -30,6 +32,7 @@ use crate::audit::Retention;
 use crate::custody::KeyTier;
 use crate::error::StartError;
 use crate::keyring::KeyringChoice;
+pub use crate::legacy::Options as LegacyOptions;
 use crate::policy::{Policy, PolicyConfig};
 
 /// Default for [`Settings::max_secret_bytes`].
@@ -74,6 +77,10 @@ pub struct FileConfig {
     pub audit_max_entries: Option<u64>,
     /// Days audit entries are kept.
     pub audit_max_age_days: Option<u64>,
+    /// Look in the legacy apps' keyring entries on a `Retrieve` miss.
+    pub legacy_read_through: Option<bool>,
+    /// Remove a legacy keyring entry after its verified migration.
+    pub legacy_keyring_cleanup: Option<bool>,
     /// Per-app policy.
     pub policy: Option<PolicyConfig>,
 }
@@ -145,6 +152,8 @@ pub struct Settings {
     pub key_source: Option<KeyTier>,
     /// How often a locked store looks for its key again.
     pub key_retry: Duration,
+    /// Legacy keyring read-through.
+    pub legacy: LegacyOptions,
 }
 
 impl Settings {
@@ -171,6 +180,7 @@ impl Settings {
             keyring_timeout: crate::keyring::DEFAULT_TIMEOUT,
             key_source: None,
             key_retry: Duration::from_secs(DEFAULT_KEY_RETRY_SECONDS),
+            legacy: LegacyOptions::default(),
         }
     }
 
@@ -254,6 +264,10 @@ impl Settings {
                     .unwrap_or(DEFAULT_KEY_RETRY_SECONDS)
                     .max(1),
             ),
+            legacy: LegacyOptions {
+                enabled: file.legacy_read_through.unwrap_or(true),
+                cleanup: file.legacy_keyring_cleanup.unwrap_or(false),
+            },
         })
     }
 

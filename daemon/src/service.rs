@@ -17,9 +17,10 @@ use crate::audit::{self, AuditLog};
 use crate::custody::KeyTier;
 use crate::error::ServiceError;
 use crate::identity::Identity;
+use crate::legacy::ReadThrough;
 use crate::listener::Peer;
 use crate::policy::{Access, PolicyHandle};
-use crate::store::{ListFilter, Metadata, Put};
+use crate::store::{ListFilter, Metadata, Put, StoreError};
 use crate::vault::Vault;
 use crate::watch;
 
@@ -45,6 +46,8 @@ pub struct Shared {
     pub policy: Arc<PolicyHandle>,
     /// Becomes true when shutdown starts; ends Watch streams.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Legacy keyring read-through on a `Retrieve` miss.
+    pub legacy: ReadThrough,
 }
 
 /// `keyhaven.v1.Credentials`.
@@ -323,7 +326,16 @@ impl CredentialsService {
         let key = CanonicalKey::from_pb(req.key.as_ref())?;
         self.shared
             .allow(who, Access::Read, key.provider(), key.server_id())?;
-        let (meta, secret) = self.shared.vault.store()?.get(&key).await?;
+        let store = self.shared.vault.store()?;
+        let (meta, secret) = match store.get(&key).await {
+            Err(miss @ StoreError::NotFound { expired: false, .. }) => {
+                self.shared
+                    .legacy
+                    .on_miss(&store, &key, &self.shared.audit, miss)
+                    .await?
+            }
+            other => other?,
+        };
         Ok(pb::RetrieveResponse {
             metadata: Some(to_pb(meta)),
             secret: secret.into_vec(),

@@ -466,6 +466,8 @@ pub struct TestKeyring {
     mode: Mutex<KeyringMode>,
     gate: std::sync::Condvar,
     names: Mutex<Vec<String>>,
+    legacy: Mutex<Vec<keyhaven_daemon::keyring::KeyringName>>,
+    legacy_reads: std::sync::atomic::AtomicUsize,
 }
 
 /// How a [`TestKeyring`] behaves.
@@ -491,6 +493,8 @@ impl TestKeyring {
             mode: Mutex::new(KeyringMode::Open),
             gate: std::sync::Condvar::new(),
             names: Mutex::new(Vec::new()),
+            legacy: Mutex::new(Vec::new()),
+            legacy_reads: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -513,6 +517,49 @@ impl TestKeyring {
             .into_iter()
             .filter_map(|n| self.inner.get(&n).ok().flatten().map(|v| (n, v)))
             .collect()
+    }
+
+    /// Files an entry under another app's service and user, the way that
+    /// app's keyring crate would (the mode does not apply).
+    pub fn seed(&self, service: &str, user: &str, secret: &[u8]) {
+        use keyhaven_daemon::keyring::KeyringBackend;
+        let mut legacy = self.legacy.lock().unwrap_or_else(|e| e.into_inner());
+        let name = keyhaven_daemon::keyring::KeyringName {
+            service: service.into(),
+            user: user.into(),
+        };
+        if !legacy.contains(&name) {
+            legacy.push(name);
+        }
+        self.inner
+            .set_in(service, user, secret)
+            .expect("the mock store takes the entry");
+    }
+
+    /// The other apps' entries that hold a secret now (service, user).
+    pub fn legacy_entries(&self) -> Vec<(String, String)> {
+        use keyhaven_daemon::keyring::KeyringBackend;
+        let legacy = self
+            .legacy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        legacy
+            .into_iter()
+            .filter(|n| {
+                self.inner
+                    .get_in(&n.service, &n.user)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+            .map(|n| (n.service, n.user))
+            .collect()
+    }
+
+    /// How many times another app's entry was read with a secret in it.
+    pub fn legacy_reads(&self) -> usize {
+        self.legacy_reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn gate(&self) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
@@ -550,6 +597,35 @@ impl keyhaven_daemon::keyring::KeyringBackend for TestKeyring {
     }
     fn describe(&self) -> String {
         "test keyring".into()
+    }
+    fn get_in(
+        &self,
+        service: &str,
+        user: &str,
+    ) -> Result<Option<Vec<u8>>, keyhaven_daemon::keyring::KeyringError> {
+        self.gate()?;
+        let found = self.inner.get_in(service, user)?;
+        if found.is_some() {
+            self.legacy_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(found)
+    }
+    fn delete_in(
+        &self,
+        service: &str,
+        user: &str,
+    ) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
+        self.gate()?;
+        self.inner.delete_in(service, user)
+    }
+    fn names(
+        &self,
+        service: Option<&str>,
+    ) -> Result<Vec<keyhaven_daemon::keyring::KeyringName>, keyhaven_daemon::keyring::KeyringError>
+    {
+        self.gate()?;
+        self.inner.names(service)
     }
 }
 
