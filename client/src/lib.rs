@@ -40,6 +40,7 @@ use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
 use tonic::transport::{Channel, Endpoint};
 
 pub mod compat;
+pub mod import;
 mod sharing;
 
 pub use keyhaven_proto::PROTOCOL;
