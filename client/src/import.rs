@@ -1,5 +1,6 @@
 //! Bulk import of tokens from the places media apps kept them before
-//! keyhaven: Reel's `auth_tokens` database and JSON lines from scripts.
+//! keyhaven: JellyTau's and Reel's keyring entries, Reel's `auth_tokens`
+//! database, and JSON lines from scripts.
 //!
 //! The import runs in the client: it reads the source locally and writes
 //! through the ordinary `Store` call with compare-and-swap, so no new RPC
@@ -408,6 +409,204 @@ fn parse_time(text: &str) -> Option<SystemTime> {
     u64::try_from(secs)
         .ok()
         .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// Which legacy keyring entries `import keyring` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyringQuery {
+    /// JellyTau's entry for one server and user.
+    JellyTau {
+        /// The server id.
+        server_id: String,
+        /// The user id.
+        user_id: String,
+    },
+    /// Reel's entries (token and API key) for one source id.
+    Reel {
+        /// E.g. `plex_123`.
+        source_id: String,
+    },
+    /// Every entry of this layout the Secret Service has (searched by
+    /// attributes).
+    Discover(legacy::Layout),
+}
+
+/// How long reading the keyring may take before the import gives up.
+pub const KEYRING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Reads the legacy keyring entries `query` names. The keyring is only
+/// read: a migrated entry stays until the app or the user removes it.
+pub async fn read_keyring(query: KeyringQuery) -> Result<Vec<Candidate>, String> {
+    // The keyring stores block, and the Secret Service one blocks even
+    // when dropped: all of it runs on a plain thread.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("keyring-import".into())
+        .spawn(move || {
+            let _ = tx.send(keyring_source::read(&query));
+        })
+        .map_err(|e| format!("cannot start the keyring reader: {e}"))?;
+    match tokio::time::timeout(KEYRING_TIMEOUT, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err("the keyring reader stopped".into()),
+        Err(_) => Err(format!(
+            "the keyring did not answer within {KEYRING_TIMEOUT:?} (locked, waiting for a prompt?)"
+        )),
+    }
+}
+
+mod keyring_source {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use keyhaven_proto::legacy::{self, KeyringName, Location};
+    use keyring_core::{CredentialStore, Entry};
+
+    use super::{Candidate, KeyringQuery};
+    use crate::{CredentialKey, Secret};
+
+    /// An entry's name and the key it maps to (or why it does not).
+    type Named = (KeyringName, Result<CredentialKey, String>);
+
+    pub(super) fn read(query: &KeyringQuery) -> Result<Vec<Candidate>, String> {
+        let store = open()?;
+        let names: Vec<Named> = match query {
+            KeyringQuery::JellyTau { server_id, user_id } => {
+                let key = CredentialKey::new(legacy::JELLYTAU_PROVIDER, server_id, user_id, "")
+                    .map_err(|e| e.to_string())?;
+                located(&store, &key)?
+            }
+            KeyringQuery::Reel { source_id } => {
+                let mut out = Vec::new();
+                for token_type in [legacy::REEL_TOKEN, "api_key"] {
+                    let key =
+                        legacy::source_key(source_id, token_type).map_err(|e| e.to_string())?;
+                    out.extend(located(&store, &key)?);
+                }
+                out
+            }
+            KeyringQuery::Discover(layout) => all_names(&store)?
+                .into_iter()
+                .filter_map(|name| match legacy::classify(&name) {
+                    Some((l, key)) if l == *layout => Some((name, key.map_err(|e| e.to_string()))),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (name, key) in names {
+            let secret = match store
+                .build(&name.service, &name.user, None)
+                .and_then(|e| e.get_secret())
+            {
+                Ok(bytes) => Secret::new(bytes),
+                Err(keyring_core::Error::NoEntry) => continue,
+                Err(e) => {
+                    out.push(failed(&name, format!("cannot read it: {e}")));
+                    continue;
+                }
+            };
+            out.push(Candidate {
+                origin: format!("keyring {name}"),
+                key,
+                secret,
+                label: Some("imported from a legacy keyring entry".into()),
+                expires_at: None,
+                row_id: None,
+                skip: None,
+            });
+        }
+        release(store);
+        Ok(out)
+    }
+
+    /// The entries that exist at `key`'s legacy locations.
+    fn located(store: &Arc<CredentialStore>, key: &CredentialKey) -> Result<Vec<Named>, String> {
+        let mut out = Vec::new();
+        for location in legacy::keyring_locations(key) {
+            let names = match location {
+                Location::Exact(name) => vec![name],
+                Location::AnyUserOf(service) => search(store, Some(&service))?,
+            };
+            for name in names {
+                if !out.iter().any(|(n, _)| n == &name) {
+                    out.push((name, Ok(key.clone())));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn all_names(store: &Arc<CredentialStore>) -> Result<Vec<KeyringName>, String> {
+        search(store, None)
+    }
+
+    fn search(
+        store: &Arc<CredentialStore>,
+        service: Option<&str>,
+    ) -> Result<Vec<KeyringName>, String> {
+        let mut spec = HashMap::new();
+        if let Some(service) = service {
+            spec.insert("service", service);
+        }
+        let found = store
+            .search(&spec)
+            .map_err(|e| format!("cannot search the keyring: {e}"))?;
+        let mut names: Vec<KeyringName> = found
+            .iter()
+            .filter_map(name_of)
+            .filter(|n| service.is_none_or(|s| n.service == s))
+            .collect();
+        names.sort_by(|a, b| (&a.service, &a.user).cmp(&(&b.service, &b.user)));
+        names.dedup();
+        Ok(names)
+    }
+
+    fn name_of(entry: &Entry) -> Option<KeyringName> {
+        if let Some((service, user)) = entry.get_specifiers() {
+            return Some(KeyringName { service, user });
+        }
+        let attributes = entry.get_attributes().ok()?;
+        Some(KeyringName {
+            service: attributes.get("service")?.clone(),
+            user: attributes.get("username").cloned().unwrap_or_default(),
+        })
+    }
+
+    fn failed(name: &KeyringName, reason: String) -> Candidate {
+        Candidate {
+            origin: format!("keyring {name}"),
+            key: Err(reason),
+            secret: Secret::default(),
+            label: None,
+            expires_at: None,
+            row_id: None,
+            skip: None,
+        }
+    }
+
+    fn release(store: Arc<CredentialStore>) {
+        drop(store);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn open() -> Result<Arc<CredentialStore>, String> {
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none()
+            && std::env::var_os("XDG_RUNTIME_DIR")
+                .map(|d| std::path::Path::new(&d).join("bus"))
+                .is_none_or(|bus| !bus.exists())
+        {
+            return Err("no D-Bus session bus, so no Secret Service to read".into());
+        }
+        let store: Arc<CredentialStore> = zbus_secret_service_keyring_store::Store::new()
+            .map_err(|e| format!("cannot reach the Secret Service: {e}"))?;
+        Ok(store)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open() -> Result<Arc<CredentialStore>, String> {
+        Err("importing from the keyring is only implemented for the Secret Service (Linux)".into())
+    }
 }
 
 #[cfg(test)]

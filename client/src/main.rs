@@ -165,6 +165,33 @@ enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 enum ImportCommand {
+    /// JellyTau's or Reel's OS keyring entries. Without ids, every entry
+    /// of that app the Secret Service has is listed and imported. The
+    /// keyring entries are only read.
+    Keyring {
+        /// JellyTau's entries (jellytau::SERVER::USER::access_token).
+        #[arg(long, conflicts_with = "reel", required_unless_present = "reel")]
+        jellytau: bool,
+        /// Reel's entries (service reel.SOURCE or gnome-reel.SOURCE).
+        #[arg(long)]
+        reel: bool,
+        /// JellyTau: the server id.
+        #[arg(
+            long = "server",
+            value_name = "SERVER_ID",
+            requires = "user_id",
+            requires = "jellytau"
+        )]
+        server_id: Option<String>,
+        /// JellyTau: the user id.
+        #[arg(long = "user", value_name = "USER_ID", requires = "server_id")]
+        user_id: Option<String>,
+        /// Reel: the source id, e.g. plex_123.
+        #[arg(long = "source", value_name = "SOURCE_ID", requires = "reel")]
+        source_id: Option<String>,
+        #[command(flatten)]
+        common: ImportArgs,
+    },
     /// Reel's database: every row of its auth_tokens table.
     ReelDb {
         /// The database file.
@@ -799,6 +826,27 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
 async fn import(socket: Option<PathBuf>, command: ImportCommand) -> Result<(), Failure> {
     use keyhaven::import::{self, Options, Summary};
     let (candidates, common, wipe) = match command {
+        ImportCommand::Keyring {
+            jellytau,
+            reel: _,
+            server_id,
+            user_id,
+            source_id,
+            common,
+        } => {
+            let query = match (jellytau, server_id, user_id, source_id) {
+                (true, Some(server_id), Some(user_id), _) => {
+                    import::KeyringQuery::JellyTau { server_id, user_id }
+                }
+                (true, ..) => {
+                    import::KeyringQuery::Discover(keyhaven_proto::legacy::Layout::JellyTau)
+                }
+                (false, _, _, Some(source_id)) => import::KeyringQuery::Reel { source_id },
+                (false, ..) => import::KeyringQuery::Discover(keyhaven_proto::legacy::Layout::Reel),
+            };
+            let found = import::read_keyring(query).await.map_err(Failure::Input)?;
+            (found, common, None)
+        }
         ImportCommand::ReelDb {
             path,
             wipe_source,
