@@ -327,6 +327,20 @@ mod tests {
         assert_eq!(s.data_dir, Path::new("/from/file"));
         assert_eq!(s.max_secret_bytes, 100);
         assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.legacy, LegacyOptions::default());
+        assert!(s.legacy.enabled && !s.legacy.cleanup);
+        std::fs::write(
+            &cfg,
+            "legacy_read_through = false\nlegacy_keyring_cleanup = true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&Overrides::default(), &env).unwrap();
+        assert!(!s.legacy.enabled && s.legacy.cleanup);
+        std::fs::write(
+            &cfg,
+            "data_dir = \"/from/file\"\nmax_secret_bytes = 100\nlog_format = \"json\"\n",
+        )
+        .unwrap();
         let over = Overrides {
             data_dir: Some("/flag".into()),
             log_format: Some(LogFormat::Text),

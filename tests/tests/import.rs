@@ -176,6 +176,12 @@ fn reel_db_dry_run_import_rerun_conflict_and_wipe() {
     assert!(stdout(&out).contains("overwritten: plex::::123::access_token"));
     assert_eq!(stdout(&get(&env, "plex", "123", "")), "plex-tok");
     assert_eq!(reel_rows(&db), 4);
+    // The daemon logged each write, never a secret.
+    let log = daemon.log();
+    assert!(log.contains("plex::::123::access_token"), "{log}");
+    for secret in ["plex-tok", "jf-key", "hunter2", "bad-source", "newer"] {
+        assert!(!log.contains(secret), "{secret} in {log}");
+    }
     drop(daemon);
 }
 
