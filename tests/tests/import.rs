@@ -294,3 +294,32 @@ fn an_import_killed_halfway_completes_on_the_next_run() {
         );
     }
 }
+
+#[test]
+fn import_keyring_without_a_secret_service_says_so() {
+    let env = TestEnv::new();
+    let _daemon = start(&env);
+    for args in [
+        &["import", "keyring", "--reel"][..],
+        &[
+            "import",
+            "keyring",
+            "--jellytau",
+            "--server",
+            "s",
+            "--user",
+            "u",
+        ][..],
+    ] {
+        let out = env.cli(args, b"");
+        assert_eq!(code(&out), 6, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no D-Bus session bus"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // --server without --user is a usage error.
+    let out = env.cli(&["import", "keyring", "--jellytau", "--server", "s"], b"");
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
