@@ -122,7 +122,7 @@ impl ReadThrough {
             expected_revision: Some(0),
         };
         match store.put(put, &daemon).await {
-            Ok(_) => {}
+            Ok(_) => crate::fault::point("legacy:after-store"),
             // Stored by an app meanwhile: that value wins.
             Err(StoreError::Conflict { .. }) => return store.get(key).await,
             Err(e) => {
@@ -147,6 +147,7 @@ impl ReadThrough {
         tracing::info!(%key, legacy = %found.name, "migrated a legacy keyring entry into the store");
         let mut detail = format!("from {}", found.name);
         if self.options.cleanup {
+            crate::fault::point("legacy:before-cleanup");
             let name = found.name.clone();
             match self
                 .keyring

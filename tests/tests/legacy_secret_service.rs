@@ -60,9 +60,9 @@ fn seed(session: &Session<'_>, service: &str, user: &str, secret: &str) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-#[test]
-fn seeded_legacy_entries_are_read_through_and_discovered() {
-    let name = "seeded_legacy_entries_are_read_through_and_discovered";
+/// False (after saying so) when the programs a real Secret Service needs
+/// are missing; CI sets `KEYHAVEN_REQUIRE_SECRET_SERVICE` to fail instead.
+fn available(test: &str) -> bool {
     for program in [
         "dbus-daemon",
         "dbus-send",
@@ -74,8 +74,93 @@ fn seeded_legacy_entries_are_read_through_and_discovered() {
                 std::env::var_os("KEYHAVEN_REQUIRE_SECRET_SERVICE").is_none(),
                 "{program} is missing"
             );
-            return skip(name, &format!("{program} is not installed"));
+            skip(test, &format!("{program} is not installed"));
+            return false;
         }
+    }
+    true
+}
+
+/// The secret `secret-tool lookup` finds, if any.
+fn lookup(session: &Session<'_>, service: &str, user: &str) -> Option<String> {
+    let out = session
+        .command("secret-tool")
+        .args(["lookup", "service", service, "username", user])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_daemon_killed_during_a_migration_loses_nothing() {
+    if !available("a_daemon_killed_during_a_migration_loses_nothing") {
+        return;
+    }
+    for point in ["legacy:after-store", "legacy:before-cleanup"] {
+        let env = TestEnv::new();
+        let dir = env.home().join(".config/keyhaven");
+        std::fs::create_dir_all(&dir).unwrap();
+        keyhaven_tests::set_mode(&dir, 0o700);
+        std::fs::write(dir.join("config.toml"), "legacy_keyring_cleanup = true\n").unwrap();
+        let mut session = Session::start(&env);
+        session.start_keyring(true);
+        seed(&session, "reel.plex_7", "token", "tok-7");
+        let daemon = session.daemon(&[("KEYHAVEN_FAULT", point)]);
+        let out = cli(&env, &session, &["get", "-n", "plex", "", "7"]);
+        assert!(!out.status.success(), "{point}: the daemon died first");
+        let (status, log) = daemon.wait_exit();
+        assert!(!status.success(), "{point}: {log}");
+        // Killed after the write: the token is in the store and still in
+        // the keyring.
+        assert_eq!(
+            lookup(&session, "reel.plex_7", "token").as_deref(),
+            Some("tok-7")
+        );
+        let _daemon = session.daemon(&[]);
+        let out = cli(&env, &session, &["get", "-n", "plex", "", "7"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "tok-7",
+            "{point}: {}",
+            text(&out)
+        );
+        let out = cli(&env, &session, &["list", "--json"]);
+        let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(listed.len(), 1, "{point}");
+    }
+}
+
+#[test]
+fn cleanup_removes_the_entry_from_a_real_keyring_after_the_verified_write() {
+    if !available("cleanup_removes_the_entry_from_a_real_keyring_after_the_verified_write") {
+        return;
+    }
+    let env = TestEnv::new();
+    let dir = env.home().join(".config/keyhaven");
+    std::fs::create_dir_all(&dir).unwrap();
+    keyhaven_tests::set_mode(&dir, 0o700);
+    std::fs::write(dir.join("config.toml"), "legacy_keyring_cleanup = true\n").unwrap();
+    let mut session = Session::start(&env);
+    session.start_keyring(true);
+    seed(&session, "gnome-reel.plex_8", "token", "tok-8");
+    let _daemon = session.daemon(&[]);
+    let out = cli(&env, &session, &["get", "-n", "plex", "", "8"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "tok-8",
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lookup(&session, "gnome-reel.plex_8", "token"), None);
+}
+
+#[test]
+fn seeded_legacy_entries_are_read_through_and_discovered() {
+    if !available("seeded_legacy_entries_are_read_through_and_discovered") {
+        return;
     }
     let env = TestEnv::new();
     let mut session = Session::start(&env);
