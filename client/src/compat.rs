@@ -51,75 +51,26 @@
 
 use crate::{Client, CredentialKey, Error, ErrorKind, Result, Secret, StoreOptions};
 
-/// The provider JellyTau's tokens are stored under.
-pub const JELLYTAU_PROVIDER: &str = "jellyfin";
-/// The first field of a JellyTau storage key.
-pub const JELLYTAU_PREFIX: &str = "jellytau";
+use keyhaven_proto::legacy::{self, LegacyError};
+pub use keyhaven_proto::legacy::{JELLYTAU_PREFIX, JELLYTAU_PROVIDER};
 
 /// The keyhaven key for a Reel-style `source_id` and `token_type`.
 pub fn source_key(source_id: &str, token_type: &str) -> Result<CredentialKey> {
-    let Some((provider, account)) = source_id.split_once('_') else {
-        return Err(invalid(format!(
-            "source id {source_id:?} is not PROVIDER_ACCOUNT (e.g. plex_123): it has no '_'"
-        )));
-    };
-    if provider.is_empty() || account.is_empty() {
-        return Err(invalid(format!(
-            "source id {source_id:?} is not PROVIDER_ACCOUNT (e.g. plex_123): the {} is empty",
-            if provider.is_empty() {
-                "provider"
-            } else {
-                "account"
-            }
-        )));
-    }
-    let token_type = match token_type {
-        "token" => "access_token",
-        "" => {
-            return Err(invalid(format!(
-                "token type for source {source_id:?} is empty (use \"token\" or \"api_key\")"
-            )));
-        }
-        other => other,
-    };
-    Ok(CredentialKey::new(provider, "", account, token_type)?)
+    legacy::source_key(source_id, token_type).map_err(from_legacy)
 }
 
 /// The keyhaven key for a JellyTau storage key
 /// `jellytau::{server_id}::{user_id}::access_token`.
 pub fn jellytau_key(key: &str) -> Result<CredentialKey> {
-    let shape = "a JellyTau key is jellytau::{server_id}::{user_id}::access_token";
-    let parts: Vec<&str> = key.split("::").collect();
-    let [prefix, server_id, user_id, token_type] = parts.as_slice() else {
-        return Err(invalid(format!(
-            "{shape}; {key:?} has {} '::'-separated parts, not 4",
-            parts.len()
-        )));
-    };
-    if *prefix != JELLYTAU_PREFIX {
-        return Err(invalid(format!("{shape}; {key:?} starts with {prefix:?}")));
+    legacy::jellytau_key(key).map_err(from_legacy)
+}
+
+/// A mapping failure as a client error (INVALID_ARGUMENT either way).
+pub(crate) fn from_legacy(e: LegacyError) -> Error {
+    match e {
+        LegacyError::Shape(message) => invalid(message),
+        LegacyError::Key(key) => key.into(),
     }
-    if *token_type != crate::DEFAULT_TOKEN_TYPE {
-        return Err(invalid(format!(
-            "{shape}; {key:?} ends with {token_type:?}"
-        )));
-    }
-    if server_id.is_empty() || user_id.is_empty() {
-        return Err(invalid(format!(
-            "{shape}; in {key:?} the {} is empty",
-            if server_id.is_empty() {
-                "server id"
-            } else {
-                "user id"
-            }
-        )));
-    }
-    Ok(CredentialKey::new(
-        JELLYTAU_PROVIDER,
-        server_id,
-        user_id,
-        token_type,
-    )?)
 }
 
 fn invalid(message: String) -> Error {

@@ -43,6 +43,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod autostart;
 pub mod compat;
+pub mod import;
 mod sharing;
 mod transport;
 

@@ -145,6 +145,10 @@ enum Command {
     /// Manage the data key.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Bring in tokens from where apps kept them before keyhaven. Sources
+    /// are only read (except `reel-db --wipe-source`); re-running is harmless.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Show the daemon's version, protocol, pid, store and key tier.
     Status {
         /// JSON output.
@@ -169,6 +173,67 @@ enum KeyCommand {
         #[arg(long, value_parser = ["keyring", "file"])]
         to: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// JellyTau's or Reel's OS keyring entries. Without ids, every entry
+    /// of that app the Secret Service has is listed and imported. The
+    /// keyring entries are only read.
+    Keyring {
+        /// JellyTau's entries (jellytau::SERVER::USER::access_token).
+        #[arg(long, conflicts_with = "reel", required_unless_present = "reel")]
+        jellytau: bool,
+        /// Reel's entries (service reel.SOURCE or gnome-reel.SOURCE).
+        #[arg(long)]
+        reel: bool,
+        /// JellyTau: the server id.
+        #[arg(
+            long = "server",
+            value_name = "SERVER_ID",
+            requires = "user_id",
+            requires = "jellytau"
+        )]
+        server_id: Option<String>,
+        /// JellyTau: the user id.
+        #[arg(long = "user", value_name = "USER_ID", requires = "server_id")]
+        user_id: Option<String>,
+        /// Reel: the source id, e.g. plex_123.
+        #[arg(long = "source", value_name = "SOURCE_ID", requires = "reel")]
+        source_id: Option<String>,
+        #[command(flatten)]
+        common: ImportArgs,
+    },
+    /// Reel's database: every row of its auth_tokens table.
+    ReelDb {
+        /// The database file.
+        path: PathBuf,
+        /// After every row is verified in the store, delete the imported
+        /// rows from the file.
+        #[arg(long, conflicts_with = "dry_run")]
+        wipe_source: bool,
+        #[command(flatten)]
+        common: ImportArgs,
+    },
+    /// JSON lines on stdin: {"provider", "server_id", "user_id",
+    /// "token_type", "secret", "label"?, "expires_at"? (Unix seconds)}.
+    Json {
+        #[command(flatten)]
+        common: ImportArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    /// Only say what would happen.
+    #[arg(long)]
+    dry_run: bool,
+    /// Replace a different value already in the store.
+    #[arg(long)]
+    overwrite: bool,
+    /// One JSON object per line, then a summary object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -409,6 +474,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("moved the data key from the {from} tier to the {to} tier");
             }
         }
+        Command::Import(command) => return import(cli.socket, cli.autostart, command).await,
         Command::Status { json } => {
             let client = connect(cli.socket, cli.autostart).await?;
             let status = client.status().await?;
@@ -764,6 +830,152 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
         env!("CARGO_PKG_VERSION"),
         keyhaven::PROTOCOL
     );
+}
+
+async fn import(
+    socket: Option<PathBuf>,
+    autostart: bool,
+    command: ImportCommand,
+) -> Result<(), Failure> {
+    use keyhaven::import::{self, Options, Summary};
+    let (candidates, common, wipe) = match command {
+        ImportCommand::Keyring {
+            jellytau,
+            reel: _,
+            server_id,
+            user_id,
+            source_id,
+            common,
+        } => {
+            let query = match (jellytau, server_id, user_id, source_id) {
+                (true, Some(server_id), Some(user_id), _) => {
+                    import::KeyringQuery::JellyTau { server_id, user_id }
+                }
+                (true, ..) => {
+                    import::KeyringQuery::Discover(keyhaven_proto::legacy::Layout::JellyTau)
+                }
+                (false, _, _, Some(source_id)) => import::KeyringQuery::Reel { source_id },
+                (false, ..) => import::KeyringQuery::Discover(keyhaven_proto::legacy::Layout::Reel),
+            };
+            let found = import::read_keyring(query).await.map_err(Failure::Input)?;
+            (found, common, None)
+        }
+        ImportCommand::ReelDb {
+            path,
+            wipe_source,
+            common,
+        } => {
+            let rows = import::read_reel_db(&path)
+                .await
+                .map_err(|e| Failure::Input(e.to_string()))?;
+            (rows, common, wipe_source.then_some(path))
+        }
+        ImportCommand::Json { common } => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Failure::Input(format!("cannot read stdin: {e}")))?;
+            let candidates = text
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| !line.trim().is_empty())
+                .map(|(i, line)| import::parse_json_line(i + 1, line))
+                .collect();
+            (candidates, common, None)
+        }
+    };
+    let client = connect(socket, autostart).await?;
+    let options = Options {
+        dry_run: common.dry_run,
+        overwrite: common.overwrite,
+    };
+    let mut summary = Summary::default();
+    let mut verified_rows = Vec::new();
+    let mut all_verified = true;
+    let mut out = std::io::stdout().lock();
+    for candidate in &candidates {
+        let outcome = import::import_one(&client, candidate, options).await;
+        summary.add(&outcome);
+        match &outcome {
+            o if o.verified() => verified_rows.extend(candidate.row_id),
+            import::Outcome::Skipped(_) => {}
+            _ => all_verified = false,
+        }
+        let key = candidate.key.as_ref().map(ToString::to_string).ok();
+        let line = if common.json {
+            serde_json::json!({
+                "outcome": outcome.word(),
+                "key": key,
+                "source": candidate.origin,
+                "reason": outcome.reason(),
+            })
+            .to_string()
+        } else {
+            let mut line = format!(
+                "{}: {} ({})",
+                outcome.word(),
+                key.as_deref().unwrap_or("-"),
+                candidate.origin
+            );
+            if let Some(reason) = outcome.reason() {
+                line.push_str(&format!(": {reason}"));
+            }
+            line
+        };
+        // Each line as soon as it is decided, so a killed run shows how far it got.
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    }
+    let mut wiped = None;
+    if let Some(path) = wipe {
+        if all_verified {
+            let n = import::wipe_reel_rows(&path, &verified_rows)
+                .await
+                .map_err(|e| Failure::Input(e.to_string()))?;
+            wiped = Some(n);
+        } else {
+            eprintln!(
+                "keyhaven: not wiping {}: not every row is verified in the store",
+                path.display()
+            );
+        }
+    }
+    let line = if common.json {
+        serde_json::json!({
+            "summary": {
+                "imported": summary.imported,
+                "would_import": summary.would_import,
+                "already_present": summary.present,
+                "conflicts": summary.conflicts,
+                "skipped": summary.skipped,
+                "failed": summary.failed,
+                "wiped_rows": wiped,
+            }
+        })
+        .to_string()
+    } else {
+        let mut line = format!(
+            "summary: {} imported, {} already present, {} conflicts, {} skipped, {} failed",
+            summary.imported, summary.present, summary.conflicts, summary.skipped, summary.failed
+        );
+        if common.dry_run {
+            line.push_str(&format!(
+                " ({} would be imported; dry run)",
+                summary.would_import
+            ));
+        }
+        if let Some(n) = wiped {
+            line.push_str(&format!("; {n} rows removed from the source"));
+        }
+        line
+    };
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    if summary.failed > 0 {
+        return Err(Failure::Input(format!(
+            "{} credential(s) could not be imported",
+            summary.failed
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 //! audit_max_entries = 100000                     # audit log retention, by count
 //! audit_max_age_days = 90                        # and by age
 //! idle_exit_seconds = 0                          # socket-activated only: exit when idle this long (0: never)
+//! legacy_read_through = true                     # on a miss, look in JellyTau's and Reel's keyring entries
+//! legacy_keyring_cleanup = false                 # remove a legacy entry once it is verified in the store
 //!
 //! [policy]                                       # optional per-app policy, see `policy.rs`
 //! default = "allow"
@@ -31,6 +33,7 @@ use crate::audit::Retention;
 use crate::custody::KeyTier;
 use crate::error::StartError;
 use crate::keyring::KeyringChoice;
+pub use crate::legacy::Options as LegacyOptions;
 use crate::policy::{Policy, PolicyConfig};
 
 /// Default for [`Settings::max_secret_bytes`].
@@ -78,6 +81,10 @@ pub struct FileConfig {
     /// When socket-activated, exit after this many seconds without
     /// connections; 0 or absent: never.
     pub idle_exit_seconds: Option<u64>,
+    /// Look in the legacy apps' keyring entries on a `Retrieve` miss.
+    pub legacy_read_through: Option<bool>,
+    /// Remove a legacy keyring entry after its verified migration.
+    pub legacy_keyring_cleanup: Option<bool>,
     /// Per-app policy.
     pub policy: Option<PolicyConfig>,
 }
@@ -153,6 +160,8 @@ pub struct Settings {
     /// in by a service manager (which starts the daemon again on the next
     /// connection). `None`: never.
     pub idle_exit: Option<Duration>,
+    /// Legacy keyring read-through.
+    pub legacy: LegacyOptions,
 }
 
 impl Settings {
@@ -180,6 +189,7 @@ impl Settings {
             key_source: None,
             key_retry: Duration::from_secs(DEFAULT_KEY_RETRY_SECONDS),
             idle_exit: None,
+            legacy: LegacyOptions::default(),
         }
     }
 
@@ -267,6 +277,10 @@ impl Settings {
                     .unwrap_or(DEFAULT_KEY_RETRY_SECONDS)
                     .max(1),
             ),
+            legacy: LegacyOptions {
+                enabled: file.legacy_read_through.unwrap_or(true),
+                cleanup: file.legacy_keyring_cleanup.unwrap_or(false),
+            },
         })
     }
 
@@ -326,6 +340,20 @@ mod tests {
         assert_eq!(s.data_dir, Path::new("/from/file"));
         assert_eq!(s.max_secret_bytes, 100);
         assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.legacy, LegacyOptions::default());
+        assert!(s.legacy.enabled && !s.legacy.cleanup);
+        std::fs::write(
+            &cfg,
+            "legacy_read_through = false\nlegacy_keyring_cleanup = true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&Overrides::default(), &env).unwrap();
+        assert!(!s.legacy.enabled && s.legacy.cleanup);
+        std::fs::write(
+            &cfg,
+            "data_dir = \"/from/file\"\nmax_secret_bytes = 100\nlog_format = \"json\"\n",
+        )
+        .unwrap();
         let over = Overrides {
             data_dir: Some("/flag".into()),
             log_format: Some(LogFormat::Text),

@@ -1,8 +1,8 @@
 //! Fault injection for crash tests: when `KEYHAVEN_FAULT` names a point,
 //! the daemon kills itself with SIGKILL exactly there, as a power cut or
 //! the OOM killer would. The crash-safety tests use it to stop a rotation
-//! or a key move between two of its steps. Without the variable this does
-//! nothing.
+//! or a key move between two of its steps, and a legacy migration after
+//! its write. Without the variable this does nothing.
 
 /// Dies with SIGKILL if `KEYHAVEN_FAULT` equals `name`.
 pub fn point(name: &str) {

@@ -13,6 +13,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use keyhaven_proto::legacy::KeyringName;
+
 /// The default time a keyring call may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -46,6 +48,41 @@ pub trait KeyringBackend: Send + Sync + fmt::Debug {
     fn delete(&self, user: &str) -> Result<(), KeyringError>;
     /// For people: which keyring this is.
     fn describe(&self) -> String;
+
+    /// The secret of the entry `(service, user)` in any service: other
+    /// apps' entries (see `legacy.rs`). `None` when there is none.
+    fn get_in(&self, service: &str, user: &str) -> Result<Option<Vec<u8>>, KeyringError> {
+        let _ = (service, user);
+        Err(KeyringError::Other(
+            "this keyring cannot read other services' entries".into(),
+        ))
+    }
+
+    /// Creates or replaces the entry `(service, user)` (tests seed other
+    /// apps' entries with it; the daemon never writes them).
+    fn set_in(&self, service: &str, user: &str, secret: &[u8]) -> Result<(), KeyringError> {
+        let _ = (service, user, secret);
+        Err(KeyringError::Other(
+            "this keyring cannot write other services' entries".into(),
+        ))
+    }
+
+    /// Removes the entry `(service, user)`; no entry is not an error.
+    fn delete_in(&self, service: &str, user: &str) -> Result<(), KeyringError> {
+        let _ = (service, user);
+        Err(KeyringError::Other(
+            "this keyring cannot remove other services' entries".into(),
+        ))
+    }
+
+    /// The names of the entries filed under `service` exactly, or of every
+    /// entry when `service` is `None`. No secrets are read.
+    fn names(&self, service: Option<&str>) -> Result<Vec<KeyringName>, KeyringError> {
+        let _ = service;
+        Err(KeyringError::Other(
+            "this keyring cannot be searched".into(),
+        ))
+    }
 }
 
 /// Maps keyring-core errors onto [`KeyringError`] (no secret bytes kept).
@@ -91,10 +128,27 @@ impl CoreKeyring {
     }
 
     fn entry(&self, user: &str) -> Result<keyring_core::Entry, KeyringError> {
+        self.entry_in(SERVICE, user)
+    }
+
+    fn entry_in(&self, service: &str, user: &str) -> Result<keyring_core::Entry, KeyringError> {
         self.store
-            .build(SERVICE, user, None)
+            .build(service, user, None)
             .map_err(map_core_error)
     }
+}
+
+/// The service and user of a found entry: the Secret Service reports them
+/// as the `service` and `username` attributes, other stores as specifiers.
+fn entry_name(entry: &keyring_core::Entry) -> Option<KeyringName> {
+    if let Some((service, user)) = entry.get_specifiers() {
+        return Some(KeyringName { service, user });
+    }
+    let attributes = entry.get_attributes().ok()?;
+    Some(KeyringName {
+        service: attributes.get("service")?.clone(),
+        user: attributes.get("username").cloned().unwrap_or_default(),
+    })
 }
 
 impl KeyringBackend for CoreKeyring {
@@ -119,6 +173,44 @@ impl KeyringBackend for CoreKeyring {
 
     fn describe(&self) -> String {
         self.store.vendor()
+    }
+
+    fn get_in(&self, service: &str, user: &str) -> Result<Option<Vec<u8>>, KeyringError> {
+        match self.entry_in(service, user)?.get_secret() {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(keyring_core::Error::NoEntry) => Ok(None),
+            Err(e) => Err(map_core_error(e)),
+        }
+    }
+
+    fn set_in(&self, service: &str, user: &str, secret: &[u8]) -> Result<(), KeyringError> {
+        self.entry_in(service, user)?
+            .set_secret(secret)
+            .map_err(map_core_error)
+    }
+
+    fn delete_in(&self, service: &str, user: &str) -> Result<(), KeyringError> {
+        match self.entry_in(service, user)?.delete_credential() {
+            Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
+            Err(e) => Err(map_core_error(e)),
+        }
+    }
+
+    fn names(&self, service: Option<&str>) -> Result<Vec<KeyringName>, KeyringError> {
+        let mut spec = std::collections::HashMap::new();
+        if let Some(service) = service {
+            spec.insert("service", service);
+        }
+        let found = self.store.search(&spec).map_err(map_core_error)?;
+        let mut names: Vec<KeyringName> = found
+            .iter()
+            .filter_map(entry_name)
+            // Some stores match attributes as substrings.
+            .filter(|n| service.is_none_or(|s| n.service == s))
+            .collect();
+        names.sort_by(|a, b| (&a.service, &a.user).cmp(&(&b.service, &b.user)));
+        names.dedup();
+        Ok(names)
     }
 }
 

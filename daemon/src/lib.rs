@@ -19,6 +19,8 @@
 //!   launchd), readiness notification, signals.
 //! - [`authority`]: accepts clients that send the socket path as
 //!   `:authority` (gRPC C core, grpc-java).
+//! - [`legacy`]: on a `Retrieve` miss, migrates the credential from the
+//!   legacy apps' keyring entries (read-through).
 //! - [`service`]: the gRPC services; [`watch`] streams changes.
 //! - [`events`]: the change feed behind Watch.
 //! - [`audit`]: who did what, kept in the store with bounded retention.
@@ -44,6 +46,7 @@ pub mod fault;
 pub mod fsutil;
 pub mod identity;
 pub mod keyring;
+pub mod legacy;
 pub mod limits;
 pub mod listener;
 pub mod platform;
@@ -340,12 +343,13 @@ async fn prepare_with(
     let db_path = settings.database();
     let database = Database::open(&db_path).await?;
     let store_id = database.store_id().await.map_err(StartError::from)?;
+    let keyring = Keyring::new(settings.keyring.clone(), settings.keyring_timeout);
     let custody = Custody::new(
         CustodyConfig {
             credentials_dir: settings.credentials_dir.clone(),
             credential_name: settings.credential_name.clone(),
             key_file: settings.key_file.clone(),
-            keyring: Keyring::new(settings.keyring.clone(), settings.keyring_timeout),
+            keyring: keyring.clone(),
             pinned: settings.key_source,
         },
         &store_id,
@@ -380,6 +384,7 @@ async fn prepare_with(
         audit: audit.clone(),
         policy,
         stopping,
+        legacy: legacy::ReadThrough::new(settings.legacy, keyring),
     });
     Ok(Prepared {
         shared,

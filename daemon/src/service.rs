@@ -17,9 +17,10 @@ use crate::audit::{self, AuditLog};
 use crate::custody::KeyTier;
 use crate::error::ServiceError;
 use crate::identity::Identity;
+use crate::legacy::ReadThrough;
 use crate::listener::Peer;
 use crate::policy::{Access, PolicyHandle};
-use crate::store::{ListFilter, Metadata, Put};
+use crate::store::{ListFilter, Metadata, Put, StoreError};
 use crate::vault::Vault;
 use crate::watch;
 
@@ -45,6 +46,8 @@ pub struct Shared {
     pub policy: Arc<PolicyHandle>,
     /// Becomes true when shutdown starts; ends Watch streams.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Legacy keyring read-through on a `Retrieve` miss.
+    pub legacy: ReadThrough,
 }
 
 /// `keyhaven.v1.Credentials`.
@@ -136,8 +139,15 @@ impl Shared {
             .outcome(&peer.identity, op, key, result.as_ref().err());
         let who = &peer.identity;
         let key = key.map(ToString::to_string).unwrap_or_default();
+        // Writes are rare and worth a line each (an import shows up here
+        // one credential at a time); reads stay at debug.
+        let write = matches!(op, "store" | "delete" | "logout");
         match &result {
+            Ok(_) if write => tracing::info!(op, %key, caller = %who.describe(), "done"),
             Ok(_) => tracing::debug!(op, %key, uid = who.uid, pid = who.pid, "ok"),
+            Err(status) if write && status.code() == tonic::Code::FailedPrecondition => {
+                tracing::info!(op, %key, caller = %who.describe(), message = status.message(), "declined")
+            }
             Err(status)
                 if matches!(
                     status.code(),
@@ -323,7 +333,16 @@ impl CredentialsService {
         let key = CanonicalKey::from_pb(req.key.as_ref())?;
         self.shared
             .allow(who, Access::Read, key.provider(), key.server_id())?;
-        let (meta, secret) = self.shared.vault.store()?.get(&key).await?;
+        let store = self.shared.vault.store()?;
+        let (meta, secret) = match store.get(&key).await {
+            Err(miss @ StoreError::NotFound { expired: false, .. }) => {
+                self.shared
+                    .legacy
+                    .on_miss(&store, &key, &self.shared.audit, miss)
+                    .await?
+            }
+            other => other?,
+        };
         Ok(pb::RetrieveResponse {
             metadata: Some(to_pb(meta)),
             secret: secret.into_vec(),

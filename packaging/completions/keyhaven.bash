@@ -34,6 +34,9 @@ _keyhaven() {
             keyhaven,help)
                 cmd="keyhaven__subcmd__help"
                 ;;
+            keyhaven,import)
+                cmd="keyhaven__subcmd__import"
+                ;;
             keyhaven,key)
                 cmd="keyhaven__subcmd__key"
                 ;;
@@ -70,6 +73,9 @@ _keyhaven() {
             keyhaven__subcmd__help,help)
                 cmd="keyhaven__subcmd__help__subcmd__help"
                 ;;
+            keyhaven__subcmd__help,import)
+                cmd="keyhaven__subcmd__help__subcmd__import"
+                ;;
             keyhaven__subcmd__help,key)
                 cmd="keyhaven__subcmd__help__subcmd__key"
                 ;;
@@ -88,11 +94,44 @@ _keyhaven() {
             keyhaven__subcmd__help,watch)
                 cmd="keyhaven__subcmd__help__subcmd__watch"
                 ;;
+            keyhaven__subcmd__help__subcmd__import,json)
+                cmd="keyhaven__subcmd__help__subcmd__import__subcmd__json"
+                ;;
+            keyhaven__subcmd__help__subcmd__import,keyring)
+                cmd="keyhaven__subcmd__help__subcmd__import__subcmd__keyring"
+                ;;
+            keyhaven__subcmd__help__subcmd__import,reel-db)
+                cmd="keyhaven__subcmd__help__subcmd__import__subcmd__reel__subcmd__db"
+                ;;
             keyhaven__subcmd__help__subcmd__key,move)
                 cmd="keyhaven__subcmd__help__subcmd__key__subcmd__move"
                 ;;
             keyhaven__subcmd__help__subcmd__key,rotate)
                 cmd="keyhaven__subcmd__help__subcmd__key__subcmd__rotate"
+                ;;
+            keyhaven__subcmd__import,help)
+                cmd="keyhaven__subcmd__import__subcmd__help"
+                ;;
+            keyhaven__subcmd__import,json)
+                cmd="keyhaven__subcmd__import__subcmd__json"
+                ;;
+            keyhaven__subcmd__import,keyring)
+                cmd="keyhaven__subcmd__import__subcmd__keyring"
+                ;;
+            keyhaven__subcmd__import,reel-db)
+                cmd="keyhaven__subcmd__import__subcmd__reel__subcmd__db"
+                ;;
+            keyhaven__subcmd__import__subcmd__help,help)
+                cmd="keyhaven__subcmd__import__subcmd__help__subcmd__help"
+                ;;
+            keyhaven__subcmd__import__subcmd__help,json)
+                cmd="keyhaven__subcmd__import__subcmd__help__subcmd__json"
+                ;;
+            keyhaven__subcmd__import__subcmd__help,keyring)
+                cmd="keyhaven__subcmd__import__subcmd__help__subcmd__keyring"
+                ;;
+            keyhaven__subcmd__import__subcmd__help,reel-db)
+                cmd="keyhaven__subcmd__import__subcmd__help__subcmd__reel__subcmd__db"
                 ;;
             keyhaven__subcmd__key,help)
                 cmd="keyhaven__subcmd__key__subcmd__help"
@@ -119,7 +158,7 @@ _keyhaven() {
 
     case "${cmd}" in
         keyhaven)
-            opts="-h -V --socket --autostart --help --version store get delete list watch logout audit doctor key status completions help"
+            opts="-h -V --socket --autostart --help --version store get delete list watch logout audit doctor key import status completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -247,7 +286,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__help)
-            opts="store get delete list watch logout audit doctor key status completions help"
+            opts="store get delete list watch logout audit doctor key import status completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -333,6 +372,62 @@ _keyhaven() {
         keyhaven__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__help__subcmd__import)
+            opts="keyring reel-db json"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__help__subcmd__import__subcmd__json)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__help__subcmd__import__subcmd__keyring)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__help__subcmd__import__subcmd__reel__subcmd__db)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -449,6 +544,160 @@ _keyhaven() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import)
+            opts="-h --socket --autostart --help keyring reel-db json help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import__subcmd__help)
+            opts="keyring reel-db json help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import__subcmd__help__subcmd__json)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import__subcmd__help__subcmd__keyring)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import__subcmd__help__subcmd__reel__subcmd__db)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import__subcmd__json)
+            opts="-h --dry-run --overwrite --json --socket --autostart --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import__subcmd__keyring)
+            opts="-h --jellytau --reel --server --user --source --dry-run --overwrite --json --socket --autostart --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__import__subcmd__reel__subcmd__db)
+            opts="-h --wipe-source --dry-run --overwrite --json --socket --autostart --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

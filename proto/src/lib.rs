@@ -5,6 +5,7 @@
 //! - [`pb`]: code generated from `keyhaven/v1/keyhaven.proto` (messages, the
 //!   `Credentials` and `Daemon` clients and servers).
 //! - [`key`]: the four-field credential key, its limits and its text form.
+//! - [`legacy`]: the legacy apps' keyring and database names, both ways.
 //! - [`secret`]: [`Secret`], bytes that zeroize on drop and print redacted.
 //! - [`paths`]: where the socket, database, config and key file live, with one
 //!   documented precedence (flag > env > XDG > fallback).
@@ -16,6 +17,7 @@
 
 pub mod exit;
 pub mod key;
+pub mod legacy;
 pub mod paths;
 #[cfg(windows)]
 pub mod pipe;

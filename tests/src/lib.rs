@@ -8,13 +8,15 @@
 //!   connect at once: no sleeps, no fixed paths.
 //! - [`TestEnv`] and [`DaemonProcess`]: the real `keyhavend` and `keyhaven`
 //!   binaries in a private HOME / XDG tree, for end-to-end tests.
+//! - [`Session`]: a private D-Bus session with a real gnome-keyring, for
+//!   Secret Service tests.
 //! - [`bin`]: finds (building if needed) a workspace binary.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use keyhaven_daemon::Settings;
 use tempfile::TempDir;
@@ -471,6 +473,8 @@ pub struct TestKeyring {
     mode: Mutex<KeyringMode>,
     gate: std::sync::Condvar,
     names: Mutex<Vec<String>>,
+    legacy: Mutex<Vec<keyhaven_daemon::keyring::KeyringName>>,
+    legacy_reads: std::sync::atomic::AtomicUsize,
 }
 
 /// How a [`TestKeyring`] behaves.
@@ -496,6 +500,8 @@ impl TestKeyring {
             mode: Mutex::new(KeyringMode::Open),
             gate: std::sync::Condvar::new(),
             names: Mutex::new(Vec::new()),
+            legacy: Mutex::new(Vec::new()),
+            legacy_reads: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -518,6 +524,49 @@ impl TestKeyring {
             .into_iter()
             .filter_map(|n| self.inner.get(&n).ok().flatten().map(|v| (n, v)))
             .collect()
+    }
+
+    /// Files an entry under another app's service and user, the way that
+    /// app's keyring crate would (the mode does not apply).
+    pub fn seed(&self, service: &str, user: &str, secret: &[u8]) {
+        use keyhaven_daemon::keyring::KeyringBackend;
+        let mut legacy = self.legacy.lock().unwrap_or_else(|e| e.into_inner());
+        let name = keyhaven_daemon::keyring::KeyringName {
+            service: service.into(),
+            user: user.into(),
+        };
+        if !legacy.contains(&name) {
+            legacy.push(name);
+        }
+        self.inner
+            .set_in(service, user, secret)
+            .expect("the mock store takes the entry");
+    }
+
+    /// The other apps' entries that hold a secret now (service, user).
+    pub fn legacy_entries(&self) -> Vec<(String, String)> {
+        use keyhaven_daemon::keyring::KeyringBackend;
+        let legacy = self
+            .legacy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        legacy
+            .into_iter()
+            .filter(|n| {
+                self.inner
+                    .get_in(&n.service, &n.user)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+            .map(|n| (n.service, n.user))
+            .collect()
+    }
+
+    /// How many times another app's entry was read with a secret in it.
+    pub fn legacy_reads(&self) -> usize {
+        self.legacy_reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn gate(&self) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
@@ -556,10 +605,236 @@ impl keyhaven_daemon::keyring::KeyringBackend for TestKeyring {
     fn describe(&self) -> String {
         "test keyring".into()
     }
+    fn get_in(
+        &self,
+        service: &str,
+        user: &str,
+    ) -> Result<Option<Vec<u8>>, keyhaven_daemon::keyring::KeyringError> {
+        self.gate()?;
+        let found = self.inner.get_in(service, user)?;
+        if found.is_some() {
+            self.legacy_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(found)
+    }
+    fn delete_in(
+        &self,
+        service: &str,
+        user: &str,
+    ) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
+        self.gate()?;
+        self.inner.delete_in(service, user)
+    }
+    fn names(
+        &self,
+        service: Option<&str>,
+    ) -> Result<Vec<keyhaven_daemon::keyring::KeyringName>, keyhaven_daemon::keyring::KeyringError>
+    {
+        self.gate()?;
+        self.inner.names(service)
+    }
 }
 
 impl Drop for TestKeyring {
     fn drop(&mut self) {
         self.set_mode(KeyringMode::Open);
+    }
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("address", &self.address)
+            .field("keyring", &self.keyring.as_ref().map(Child::id))
+            .finish()
+    }
+}
+
+/// The login password of the gnome-keyring a [`Session`] starts.
+pub const SECRET_SERVICE_PASSWORD: &str = "correct horse";
+/// How long a [`Session`] waits for the bus or the keyring.
+pub const SECRET_SERVICE_WAIT: Duration = Duration::from_secs(20);
+
+/// True when `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A private session bus and, when started, a gnome-keyring on it (stopped
+/// with the bus when dropped). The keyring's login password is
+/// [`SECRET_SERVICE_SECRET_SERVICE_PASSWORD`].
+pub struct Session<'a> {
+    env: &'a TestEnv,
+    bus: Child,
+    address: String,
+    keyring: Option<Child>,
+}
+
+impl<'a> Session<'a> {
+    /// Starts the bus (no keyring yet).
+    pub fn start(env: &'a TestEnv) -> Self {
+        let socket = env.runtime_dir().join("bus");
+        // A session bus without service activation: a keyring runs only
+        // when the test starts one (otherwise D-Bus would start
+        // gnome-keyring on demand, with the wrong HOME).
+        let config = env.root().join("session.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig><type>session</type><listen>unix:path={}</listen>\
+                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
+                socket.display()
+            ),
+        )
+        .expect("the private D-Bus session and gnome-keyring");
+        let mut bus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .env("HOME", env.home())
+            .env("XDG_RUNTIME_DIR", env.runtime_dir())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the private D-Bus session and gnome-keyring");
+        let mut line = String::new();
+        BufReader::new(
+            bus.stdout
+                .take()
+                .expect("the private D-Bus session and gnome-keyring"),
+        )
+        .read_line(&mut line)
+        .expect("the private D-Bus session and gnome-keyring");
+        Self {
+            env,
+            bus,
+            address: line.trim().to_owned(),
+            keyring: None,
+        }
+    }
+
+    /// The environment that points a process at this session.
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DBUS_SESSION_BUS_ADDRESS", self.address.clone()),
+            ("HOME", self.env.home().display().to_string()),
+            (
+                "XDG_RUNTIME_DIR",
+                self.env.runtime_dir().display().to_string(),
+            ),
+        ]
+    }
+
+    /// A command with [`Session::vars`] set.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        for (k, v) in self.vars() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// True while a Secret Service owns its bus name.
+    pub fn secrets_owned(&self) -> bool {
+        let out = self
+            .command("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.secrets",
+            ])
+            .output()
+            .expect("the private D-Bus session and gnome-keyring");
+        String::from_utf8_lossy(&out.stdout).contains("boolean true")
+    }
+
+    /// Starts gnome-keyring; `unlocked` feeds it the login password.
+    pub fn start_keyring(&mut self, unlocked: bool) {
+        let mut cmd = self.command("gnome-keyring-daemon");
+        cmd.args(["--foreground", "--components=secrets"]);
+        if unlocked {
+            cmd.arg("--unlock");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the private D-Bus session and gnome-keyring");
+        let mut stdin = child
+            .stdin
+            .take()
+            .expect("the private D-Bus session and gnome-keyring");
+        if unlocked {
+            stdin
+                .write_all(SECRET_SERVICE_PASSWORD.as_bytes())
+                .expect("the private D-Bus session and gnome-keyring");
+        }
+        drop(stdin);
+        self.keyring = Some(child);
+        let deadline = Instant::now() + SECRET_SERVICE_WAIT;
+        while !self.secrets_owned() {
+            assert!(
+                Instant::now() < deadline,
+                "gnome-keyring did not take the bus name"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops gnome-keyring and waits until its bus name is gone.
+    pub fn stop_keyring(&mut self) {
+        if let Some(mut child) = self.keyring.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + SECRET_SERVICE_WAIT;
+        while self.secrets_owned() {
+            assert!(Instant::now() < deadline, "gnome-keyring did not go away");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The keyhaven entries in the keyring, as `secret-tool` prints them.
+    pub fn keyhaven_items(&self) -> String {
+        let out = self
+            .command("secret-tool")
+            .args(["search", "--all", "--unlock", "service", "keyhaven"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("the private D-Bus session and gnome-keyring");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Starts `keyhavend` on this session with `extra` variables.
+    pub fn daemon(&self, extra: &[(&str, &str)]) -> DaemonProcess {
+        let vars = self.vars();
+        let mut all: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend_from_slice(extra);
+        self.env.spawn_daemon(&all)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.keyring.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
     }
 }
