@@ -247,7 +247,33 @@ mod platform {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+/// The macOS login Keychain.
+#[cfg(target_os = "macos")]
+mod platform {
+    use std::sync::Arc;
+
+    use super::{CoreKeyring, KeyringBackend, KeyringError, map_core_error};
+
+    pub(super) fn open() -> Result<Arc<dyn KeyringBackend>, KeyringError> {
+        let store = apple_native_keyring_store::keychain::Store::new().map_err(map_core_error)?;
+        Ok(Arc::new(CoreKeyring::new(store)))
+    }
+}
+
+/// The Windows Credential Manager.
+#[cfg(windows)]
+mod platform {
+    use std::sync::Arc;
+
+    use super::{CoreKeyring, KeyringBackend, KeyringError, map_core_error};
+
+    pub(super) fn open() -> Result<Arc<dyn KeyringBackend>, KeyringError> {
+        let store = windows_native_keyring_store::Store::new().map_err(map_core_error)?;
+        Ok(Arc::new(CoreKeyring::new(store)))
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 mod platform {
     use std::sync::Arc;
 
@@ -255,7 +281,7 @@ mod platform {
 
     pub(super) fn open() -> Result<Arc<dyn KeyringBackend>, KeyringError> {
         Err(KeyringError::Unavailable(
-            "this build has no keyring store for this platform yet".into(),
+            "this build has no keyring store for this platform".into(),
         ))
     }
 }
