@@ -78,30 +78,16 @@ enum Command {
     },
     /// List credentials (metadata only, never secrets).
     List {
-        /// Only this provider.
-        #[arg(long)]
-        provider: Option<String>,
-        /// Only this server id ('' for empty).
-        #[arg(long = "server", value_name = "SERVER_ID")]
-        server_id: Option<String>,
-        /// Only this user id ('' for empty).
-        #[arg(long = "user", value_name = "USER_ID")]
-        user_id: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// JSON output (an array of objects).
         #[arg(long)]
         json: bool,
     },
     /// Print changes as they happen, one line each (never secrets).
     Watch {
-        /// Only this provider.
-        #[arg(long)]
-        provider: Option<String>,
-        /// Only this server id ('' for empty).
-        #[arg(long = "server", value_name = "SERVER_ID")]
-        server_id: Option<String>,
-        /// Only this user id ('' for empty).
-        #[arg(long = "user", value_name = "USER_ID")]
-        user_id: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// Print the current credentials first (SNAPSHOT ... SYNCED).
         #[arg(long)]
         snapshot: bool,
@@ -236,6 +222,30 @@ struct ImportArgs {
     json: bool,
 }
 
+/// Which credentials `list` and `watch` cover; all when none is given.
+#[derive(Debug, Args)]
+struct FilterArgs {
+    /// Only this provider.
+    #[arg(long)]
+    provider: Option<String>,
+    /// Only this server id ('' for empty).
+    #[arg(long = "server", value_name = "SERVER_ID")]
+    server_id: Option<String>,
+    /// Only this user id ('' for empty).
+    #[arg(long = "user", value_name = "USER_ID")]
+    user_id: Option<String>,
+}
+
+impl From<FilterArgs> for ListFilter {
+    fn from(f: FilterArgs) -> Self {
+        ListFilter {
+            provider: f.provider,
+            server_id: f.server_id,
+            user_id: f.user_id,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct KeyArgs {
     /// jellyfin, plex, emby, ...
@@ -362,19 +372,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let meta = client.delete(&key, if_revision).await?;
             println!("deleted {} (was revision {})", key, meta.revision);
         }
-        Command::List {
-            provider,
-            server_id,
-            user_id,
-            json,
-        } => {
+        Command::List { filter, json } => {
             let client = connect(cli.socket, cli.autostart).await?;
-            let filter = ListFilter {
-                provider,
-                server_id,
-                user_id,
-            };
-            let items = client.list(&filter).await?;
+            let items = client.list(&filter.into()).await?;
             if json {
                 let rows: Vec<_> = items.iter().map(metadata_json).collect();
                 println!("{}", serde_json::Value::Array(rows));
@@ -383,20 +383,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Watch {
-            provider,
-            server_id,
-            user_id,
+            filter,
             snapshot,
             count,
             json,
         } => {
             let client = connect(cli.socket, cli.autostart).await?;
-            let filter = ListFilter {
-                provider,
-                server_id,
-                user_id,
-            };
-            let mut watch = client.watch(&filter, snapshot).await?;
+            let mut watch = client.watch(&filter.into(), snapshot).await?;
             let mut seen = 0u64;
             while count.is_none_or(|n| seen < n) {
                 let Some(event) = watch.next().await else {

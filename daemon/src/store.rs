@@ -629,25 +629,8 @@ impl Store {
                 actual: Some(meta.revision),
             });
         }
-        sqlx::query(concat!("DELETE FROM auth_tokens", by_key!()))
-            .bind(key.provider())
-            .bind(key.server_id())
-            .bind(key.user_id())
-            .bind(key.token_type())
-            .execute(&mut *tx)
+        self.remove_and_publish(tx, vec![meta.clone()], EventKind::Deleted, Some(actor))
             .await?;
-        // Deleting consumes a revision too, so revisions order every change.
-        let revision = next_revision(&mut tx).await?;
-        tx.commit().await?;
-        self.events.publish(Event {
-            kind: EventKind::Deleted,
-            metadata: Metadata {
-                revision,
-                ..meta.clone()
-            },
-            time: now_unix_ms(),
-            actor: Some(actor.clone()),
-        });
         Ok(meta)
     }
 
@@ -675,22 +658,12 @@ impl Store {
             .bind(user_id)
             .fetch_all(&mut *tx)
             .await?;
-        let mut removed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let meta = row.metadata()?;
-            removed.push(self.remove_in(&mut tx, meta).await?);
-        }
-        tx.commit().await?;
-        let now = now_unix_ms();
-        for meta in &removed {
-            self.events.publish(Event {
-                kind: EventKind::Deleted,
-                metadata: meta.clone(),
-                time: now,
-                actor: Some(actor.clone()),
-            });
-        }
-        Ok(removed)
+        let rows = rows
+            .into_iter()
+            .map(Row::metadata)
+            .collect::<Result<_, _>>()?;
+        self.remove_and_publish(tx, rows, EventKind::Deleted, Some(actor))
+            .await
     }
 
     /// Removes every credential whose `expires_at` has passed, publishing an
@@ -705,39 +678,50 @@ impl Store {
             " FROM auth_tokens WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1000"
         );
         let rows: Vec<Row> = sqlx::query_as(sql).bind(now).fetch_all(&mut *tx).await?;
-        let mut removed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let meta = row.metadata()?;
-            removed.push(self.remove_in(&mut tx, meta).await?);
-        }
-        tx.commit().await?;
-        for meta in &removed {
-            self.events.publish(Event {
-                kind: EventKind::Expired,
-                metadata: meta.clone(),
-                time: now,
-                actor: None,
-            });
-        }
+        let rows = rows
+            .into_iter()
+            .map(Row::metadata)
+            .collect::<Result<_, _>>()?;
+        let removed = self
+            .remove_and_publish(tx, rows, EventKind::Expired, None)
+            .await?;
         Ok(removed.len())
     }
 
-    /// Deletes one row inside `tx`; returns its metadata with the revision
-    /// the deletion consumed.
-    async fn remove_in(
+    /// Deletes `rows` inside `tx`, each consuming a revision (so revisions
+    /// order every change), commits, and publishes one `kind` event per row.
+    /// The caller holds the write lock. Returns the rows with the revision
+    /// each deletion consumed.
+    async fn remove_and_publish(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        meta: Metadata,
-    ) -> Result<Metadata, StoreError> {
-        sqlx::query(concat!("DELETE FROM auth_tokens", by_key!()))
-            .bind(meta.key.provider())
-            .bind(meta.key.server_id())
-            .bind(meta.key.user_id())
-            .bind(meta.key.token_type())
-            .execute(&mut **tx)
-            .await?;
-        let revision = next_revision(tx).await?;
-        Ok(Metadata { revision, ..meta })
+        mut tx: Transaction<'static, Sqlite>,
+        rows: Vec<Metadata>,
+        kind: EventKind,
+        actor: Option<&Identity>,
+    ) -> Result<Vec<Metadata>, StoreError> {
+        let mut removed = Vec::with_capacity(rows.len());
+        for meta in rows {
+            sqlx::query(concat!("DELETE FROM auth_tokens", by_key!()))
+                .bind(meta.key.provider())
+                .bind(meta.key.server_id())
+                .bind(meta.key.user_id())
+                .bind(meta.key.token_type())
+                .execute(&mut *tx)
+                .await?;
+            let revision = next_revision(&mut tx).await?;
+            removed.push(Metadata { revision, ..meta });
+        }
+        tx.commit().await?;
+        let now = now_unix_ms();
+        for meta in &removed {
+            self.events.publish(Event {
+                kind,
+                metadata: meta.clone(),
+                time: now,
+                actor: actor.cloned(),
+            });
+        }
+        Ok(removed)
     }
 
     /// The store's latest revision and every credential matching `filter`,
