@@ -17,6 +17,13 @@
 //! it saw before). Anything it cannot parse is passed through unchanged for
 //! `h2` to judge, unless a rewrite already happened, in which case the
 //! connection is closed.
+//!
+//! A gRPC channel sends one `:authority` on every request, so once a block
+//! arrives with a valid one the connection needs no fixing and the fixer
+//! forwards everything from then on without parsing: decoding every header
+//! block (HPACK with Huffman strings) cost more than the rest of a Retrieve.
+//! A later invalid `:authority` on such a connection reaches h2, which
+//! resets that stream, as it would without the fixer.
 
 use std::io;
 
@@ -113,6 +120,13 @@ impl AuthorityFixer {
     pub fn take_output(&mut self, max: usize) -> Vec<u8> {
         let n = max.min(self.output.len());
         self.output.drain(..n).collect()
+    }
+
+    /// True once the fixer forwards everything unchanged: the caller may
+    /// hand the server what it reads directly, as long as
+    /// [`AuthorityFixer::has_output`] is false.
+    pub fn is_transparent(&self) -> bool {
+        matches!(self.mode, Mode::Transparent)
     }
 
     /// True when there are bytes for the server.
@@ -253,9 +267,11 @@ impl AuthorityFixer {
                 return self.give_up();
             }
         };
-        let bad_authority = headers.iter().any(|(n, v)| {
-            n.as_slice() == b":authority" && Authority::try_from(v.as_slice()).is_err()
-        });
+        let authority = headers
+            .iter()
+            .find(|(n, _)| n.as_slice() == b":authority")
+            .map(|(_, v)| Authority::try_from(v.as_slice()).is_ok());
+        let bad_authority = authority == Some(false);
         if bad_authority && !self.rewriting {
             tracing::debug!(
                 stream = p.stream_id,
@@ -265,6 +281,9 @@ impl AuthorityFixer {
         }
         if !self.rewriting {
             self.output.extend_from_slice(&p.raw);
+            if authority == Some(true) {
+                self.mode = Mode::Transparent;
+            }
             return Ok(());
         }
         let mut block = Vec::with_capacity(p.block.len() + 64);
@@ -440,6 +459,22 @@ mod tests {
         for chunk in input.chunks(7) {
             f.feed(chunk).unwrap();
         }
+        assert_eq!(f.take_output(usize::MAX), input);
+        assert!(!f.rewrote());
+    }
+
+    #[test]
+    fn a_connection_with_a_valid_authority_is_not_parsed_any_more() {
+        let mut input = PREFACE.to_vec();
+        let mut good = Vec::new();
+        headers_block(&mut good, &[(b":authority", b"localhost")], false);
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &good));
+        // A later block with a socket path goes to h2 as it came.
+        let mut bad = Vec::new();
+        headers_block(&mut bad, &[(b":authority", b"tmp%2Fk.sock")], false);
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &bad));
+        let mut f = AuthorityFixer::new();
+        f.feed(&input).unwrap();
         assert_eq!(f.take_output(usize::MAX), input);
         assert!(!f.rewrote());
     }

@@ -131,6 +131,10 @@ impl AsyncRead for PeerStream {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
+            if this.fixer.is_transparent() {
+                // Nothing left to fix on this connection: no copies.
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
             let mut raw = [0u8; 8192];
             let mut raw_buf = ReadBuf::new(&mut raw);
             match Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf) {
