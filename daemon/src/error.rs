@@ -103,6 +103,8 @@ impl From<ServiceError> for Status {
                 StoreError::Conflict { .. } => Code::FailedPrecondition,
                 StoreError::Unsealable { .. } => Code::DataLoss,
                 StoreError::Database(_)
+                | StoreError::Read(_)
+                | StoreError::Group(_)
                 | StoreError::Migrate(_)
                 | StoreError::WrongKey { .. }
                 | StoreError::MissingKey { .. }

@@ -51,6 +51,7 @@ pub mod limits;
 pub mod listener;
 pub mod platform;
 pub mod policy;
+pub mod readers;
 pub mod service;
 pub mod store;
 pub mod vault;

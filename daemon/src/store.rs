@@ -3,7 +3,8 @@
 //! One writer connection (writes are serialized, each in a `BEGIN IMMEDIATE`
 //! transaction) and a small pool of readers, in WAL mode with
 //! `synchronous=FULL`, so an acknowledged write survives a crash or power
-//! loss. The database file is created 0600 before SQLite opens it, so the
+//! loss. Retrieve and List read through [`Readers`] on the request's own
+//! thread; everything else goes through sqlx. The database file is created 0600 before SQLite opens it, so the
 //! `-wal` and `-shm` files inherit that mode.
 
 use std::path::{Path, PathBuf};
@@ -15,12 +16,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{FromRow, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::{CryptoError, DataKey, Sealed};
 use crate::error::StartError;
 use crate::events::{Event, EventBus, EventKind};
 use crate::fsutil;
 use crate::identity::Identity;
+use crate::readers::{ReadError, Readers};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -84,6 +87,13 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The transaction this Store was grouped into failed; nothing of the
+    /// group was written.
+    #[error("database error: {0}")]
+    Group(String),
+    /// A read on the request's thread failed.
+    #[error("database read failed: {0}")]
+    Read(#[from] ReadError),
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -183,7 +193,35 @@ macro_rules! by_key {
     };
 }
 
+impl SealedRow {
+    /// `meta_columns!`, then ciphertext, nonce and key id.
+    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            row: Row::from_sqlite(r)?,
+            ciphertext: r.get(10)?,
+            nonce: r.get(11)?,
+            key_id: r.get(12)?,
+        })
+    }
+}
+
 impl Row {
+    /// The metadata columns of a rusqlite row, in `meta_columns!` order.
+    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            provider: r.get(1)?,
+            server_id: r.get(2)?,
+            user_id: r.get(3)?,
+            token_type: r.get(4)?,
+            label: r.get(5)?,
+            revision: r.get(6)?,
+            created_at: r.get(7)?,
+            updated_at: r.get(8)?,
+            expires_at: r.get(9)?,
+        })
+    }
+
     fn metadata(self) -> Result<Metadata, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             row_id: self.id,
@@ -217,20 +255,51 @@ impl Row {
 pub struct Database {
     writer: SqlitePool,
     reader: SqlitePool,
+    readers: Arc<Readers>,
     path: PathBuf,
 }
 
-/// The store, ready to serve: database plus data key.
+/// The store, ready to serve: database plus data key, and the handle of
+/// the task that commits Stores in groups.
 ///
 /// Every write holds `write_lock` from its transaction's start until its
-/// event is published, so events go out in revision order.
+/// events are published, so events go out in revision order.
 #[derive(Debug, Clone)]
 pub struct Store {
+    core: Core,
+    puts: mpsc::Sender<PutJob>,
+}
+
+/// What every write needs; shared by [`Store`] and its committer task.
+#[derive(Debug, Clone)]
+pub struct Core {
     inner: Arc<Database>,
     key: Arc<std::sync::RwLock<Arc<DataKey>>>,
     events: EventBus,
     write_lock: Arc<tokio::sync::Mutex<()>>,
 }
+
+impl std::ops::Deref for Store {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// A Store waiting for its group's commit.
+struct PutJob {
+    put: Put,
+    actor: Identity,
+    reply: oneshot::Sender<Result<(Metadata, bool), StoreError>>,
+}
+
+/// Most Stores committed in one transaction.
+const MAX_GROUP: usize = 256;
+/// Rows per multi-row statement (12 bound values each for an upsert).
+const ROWS_PER_STATEMENT: usize = 64;
+/// Stores queued for the committer before callers wait to queue.
+const PUT_QUEUE: usize = 4096;
 
 impl Database {
     /// Opens (creating if needed) the database at `path`, whose directory
@@ -273,6 +342,7 @@ impl Database {
         Ok(Self {
             writer,
             reader,
+            readers: Readers::new(path),
             path: path.to_path_buf(),
         })
     }
@@ -309,6 +379,7 @@ impl Database {
 
     /// Closes both pools, checkpointing the WAL.
     pub async fn close(&self) {
+        self.readers.close();
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -385,12 +456,180 @@ impl Database {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Store {
+        let core = Core {
             inner: Arc::new(self.clone()),
             key: Arc::new(std::sync::RwLock::new(Arc::new(key))),
             events,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
-        })
+        };
+        let (puts, queue) = mpsc::channel(PUT_QUEUE);
+        tokio::spawn(commit_groups(core.clone(), queue));
+        Ok(Store { core, puts })
+    }
+}
+
+/// The committer: one group per loop, as large as the queue at that moment.
+async fn commit_groups(core: Core, mut queue: mpsc::Receiver<PutJob>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queue.recv().await {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        core.commit_group(std::mem::take(&mut group)).await;
+    }
+}
+
+impl Core {
+    /// The data key in use.
+    pub fn key(&self) -> Arc<DataKey> {
+        match self.key.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Writes `jobs` in one transaction, then publishes their events in
+    /// revision order and answers each caller.
+    async fn commit_group(&self, jobs: Vec<PutJob>) {
+        // The lock comes first: a rotation holds it, so the key read here
+        // is the one every row will be sealed with when this group commits.
+        let _guard = self.write_lock.lock().await;
+        let key = self.key();
+        let (replies, puts): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| (j.reply, (j.put, j.actor)))
+            .unzip();
+        let now = now_unix_ms();
+        match self.write_group(&key, puts, now).await {
+            Ok(outcomes) => {
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                    if let Ok((meta, created, actor)) = &outcome {
+                        self.events.publish(Event {
+                            kind: if *created {
+                                EventKind::Stored
+                            } else {
+                                EventKind::Updated
+                            },
+                            metadata: meta.clone(),
+                            time: now,
+                            actor: Some(actor.clone()),
+                        });
+                    }
+                    let _ = reply.send(outcome.map(|(meta, created, _)| (meta, created)));
+                }
+            }
+            Err(e) => {
+                // Rolled back: nothing of the group was written.
+                let message = e.to_string();
+                tracing::error!(error = %message, stores = replies.len(), "a group of Stores failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Group(message.clone())));
+                }
+            }
+        }
+    }
+
+    /// The transaction of one group. A compare-and-swap miss fails only its
+    /// own Store; any database error fails (and rolls back) the group.
+    ///
+    /// The statement count does not grow with the group: one SELECT reads
+    /// the current state of every key, the checks run in memory in arrival
+    /// order (a later Store of the same key sees the earlier one), and one
+    /// multi-row upsert writes the final state of each key.
+    #[allow(clippy::type_complexity)]
+    async fn write_group(
+        &self,
+        key: &DataKey,
+        puts: Vec<(Put, Identity)>,
+        now: i64,
+    ) -> Result<Vec<Result<(Metadata, bool, Identity), StoreError>>, StoreError> {
+        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut revision = last_revision(&mut tx).await?;
+        let first_revision = revision;
+        let mut current = fetch_metas(&mut tx, puts.iter().map(|(p, _)| &p.key)).await?;
+        // The row each key ends with, in first-write order.
+        let mut rows: Vec<(Metadata, Sealed)> = Vec::new();
+        let mut row_of: std::collections::HashMap<CanonicalKey, usize> =
+            std::collections::HashMap::new();
+        let mut outcomes = Vec::with_capacity(puts.len());
+        for (put, actor) in puts {
+            let existing = current.get(&put.key).cloned();
+            if let Some(expected) = put.expected_revision {
+                let actual = existing.as_ref().map(|m| m.revision);
+                let ok = match (expected, actual) {
+                    (0, None) => true,
+                    (e, Some(a)) => e == a,
+                    (_, None) => false,
+                };
+                if !ok {
+                    outcomes.push(Err(StoreError::Conflict {
+                        key: put.key,
+                        expected,
+                        actual,
+                    }));
+                    continue;
+                }
+            }
+            let sealed = key.seal(&put.key, put.secret.expose())?;
+            revision += 1;
+            let meta = Metadata {
+                created_at: existing.as_ref().map_or(now, |m| m.created_at),
+                key: put.key,
+                revision,
+                updated_at: now,
+                expires_at: put.expires_at,
+                label: put.label,
+            };
+            current.insert(meta.key.clone(), meta.clone());
+            match row_of.get(&meta.key) {
+                Some(&i) => rows[i] = (meta.clone(), sealed),
+                None => {
+                    row_of.insert(meta.key.clone(), rows.len());
+                    rows.push((meta.clone(), sealed));
+                }
+            }
+            outcomes.push(Ok((meta, existing.is_none(), actor)));
+        }
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert = sqlx::QueryBuilder::new(
+                "INSERT INTO auth_tokens (provider, server_id, user_id, token_type, ciphertext, \
+                 nonce, key_id, label, revision, created_at, updated_at, expires_at) ",
+            );
+            upsert.push_values(chunk, |mut row, (meta, sealed)| {
+                row.push_bind(meta.key.provider().to_owned())
+                    .push_bind(meta.key.server_id().to_owned())
+                    .push_bind(meta.key.user_id().to_owned())
+                    .push_bind(meta.key.token_type().to_owned())
+                    .push_bind(sealed.ciphertext.clone())
+                    .push_bind(sealed.nonce.clone())
+                    .push_bind(key.id().to_owned())
+                    .push_bind(meta.label.clone())
+                    .push_bind(revision_to_sql(meta.revision))
+                    .push_bind(meta.created_at)
+                    .push_bind(meta.updated_at)
+                    .push_bind(meta.expires_at);
+            });
+            upsert.push(
+                " ON CONFLICT (provider, server_id, user_id, token_type) DO UPDATE SET \
+                 ciphertext = excluded.ciphertext, nonce = excluded.nonce, \
+                 key_id = excluded.key_id, label = excluded.label, \
+                 revision = excluded.revision, updated_at = excluded.updated_at, \
+                 expires_at = excluded.expires_at",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
+        if revision != first_revision {
+            sqlx::query("UPDATE store_meta SET value = ? WHERE name = 'last_revision'")
+                .bind(revision_to_sql(revision))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 }
 
@@ -398,14 +637,6 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
-    }
-
-    /// The data key in use.
-    pub fn key(&self) -> Arc<DataKey> {
-        match self.key.read() {
-            Ok(k) => k.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
     }
 
     /// Re-seals every credential under `new_key` in one transaction and
@@ -487,77 +718,23 @@ impl Store {
     }
 
     /// Writes a credential, honouring `expected_revision`, and publishes a
-    /// STORED or UPDATED event naming `actor`.
+    /// STORED or UPDATED event naming `actor`. Returns once the write is
+    /// durable (its group's commit, fsync included, is done).
+    ///
+    /// Concurrent Stores are committed together: the committer task takes
+    /// every Store queued while the previous commit ran and writes them in
+    /// one transaction, so N waiting callers share one fsync. Each keeps
+    /// its own compare-and-swap check, in arrival order.
     pub async fn put(&self, put: Put, actor: &Identity) -> Result<(Metadata, bool), StoreError> {
-        // The lock comes first: a rotation holds it, so the key read here
-        // is the one every row will be sealed with when this write commits.
-        let _guard = self.write_lock.lock().await;
-        let key = self.key();
-        let sealed = key.seal(&put.key, put.secret.expose())?;
-        let now = now_unix_ms();
-        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let existing = fetch_meta(&mut tx, &put.key).await?;
-        if let Some(expected) = put.expected_revision {
-            let actual = existing.as_ref().map(|m| m.revision);
-            let ok = match (expected, actual) {
-                (0, None) => true,
-                (e, Some(a)) => e == a,
-                (_, None) => false,
-            };
-            if !ok {
-                return Err(StoreError::Conflict {
-                    key: put.key,
-                    expected,
-                    actual,
-                });
-            }
-        }
-        let revision = next_revision(&mut tx).await?;
-        let created_at = existing.as_ref().map_or(now, |m| m.created_at);
-        sqlx::query(
-            "INSERT INTO auth_tokens (provider, server_id, user_id, token_type, ciphertext, nonce, \
-             key_id, label, revision, created_at, updated_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (provider, server_id, user_id, token_type) DO UPDATE SET \
-             ciphertext = excluded.ciphertext, nonce = excluded.nonce, key_id = excluded.key_id, \
-             label = excluded.label, revision = excluded.revision, \
-             updated_at = excluded.updated_at, expires_at = excluded.expires_at",
-        )
-        .bind(put.key.provider())
-        .bind(put.key.server_id())
-        .bind(put.key.user_id())
-        .bind(put.key.token_type())
-        .bind(&sealed.ciphertext)
-        .bind(&sealed.nonce)
-        .bind(key.id())
-        .bind(put.label.as_deref())
-        .bind(revision_to_sql(revision))
-        .bind(created_at)
-        .bind(now)
-        .bind(put.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let created = existing.is_none();
-        let meta = Metadata {
-            key: put.key,
-            revision,
-            created_at,
-            updated_at: now,
-            expires_at: put.expires_at,
-            label: put.label,
+        let (reply, answer) = oneshot::channel();
+        let job = PutJob {
+            put,
+            actor: actor.clone(),
+            reply,
         };
-        self.events.publish(Event {
-            kind: if created {
-                EventKind::Stored
-            } else {
-                EventKind::Updated
-            },
-            metadata: meta.clone(),
-            time: now,
-            actor: Some(actor.clone()),
-        });
-        Ok((meta, created))
+        let closed = || StoreError::Group("the store is closing".to_owned());
+        self.puts.send(job).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// Reads and opens a credential. Expired credentials are not returned.
@@ -568,8 +745,19 @@ impl Store {
             ", ciphertext, nonce, key_id FROM auth_tokens",
             by_key!()
         );
-        let row: Option<SealedRow> = bind_key(sqlx::query_as(sql), key)
-            .fetch_optional(&self.inner.reader)
+        let k = key.clone();
+        let row = self
+            .inner
+            .readers
+            .read(move |conn| {
+                use rusqlite::OptionalExtension;
+                conn.prepare_cached(sql)?
+                    .query_row(
+                        (k.provider(), k.server_id(), k.user_id(), k.token_type()),
+                        SealedRow::from_sqlite,
+                    )
+                    .optional()
+            })
             .await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound {
@@ -755,27 +943,53 @@ impl Store {
     }
 
     /// Metadata in key order, filtered and paginated. Never secrets.
+    ///
+    /// The WHERE clause names only the fields given, so SQLite seeks the
+    /// unique key index instead of scanning the table (a `?1 IS NULL OR`
+    /// form cannot use the index): a List costs the same with a thousand
+    /// credentials or a million.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Metadata>, StoreError> {
-        let sql = concat!(
+        use rusqlite::types::Value;
+        let mut sql = String::from(concat!(
             "SELECT ",
             meta_columns!(),
-            " FROM auth_tokens \
-             WHERE (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR server_id = ?2) \
-             AND (?3 IS NULL OR user_id = ?3) \
-             AND (?4 IS NULL OR (provider, server_id, user_id, token_type) > (?4, ?5, ?6, ?7)) \
-             ORDER BY provider, server_id, user_id, token_type LIMIT ?8"
-        );
-        let after = filter.after.as_ref();
-        let rows: Vec<Row> = sqlx::query_as(sql)
-            .bind(filter.provider.as_deref())
-            .bind(filter.server_id.as_deref())
-            .bind(filter.user_id.as_deref())
-            .bind(after.map(CanonicalKey::provider))
-            .bind(after.map(CanonicalKey::server_id))
-            .bind(after.map(CanonicalKey::user_id))
-            .bind(after.map(CanonicalKey::token_type))
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.inner.reader)
+            " FROM auth_tokens WHERE 1"
+        ));
+        let mut args: Vec<Value> = Vec::with_capacity(8);
+        for (column, value) in [
+            ("provider", &filter.provider),
+            ("server_id", &filter.server_id),
+            ("user_id", &filter.user_id),
+        ] {
+            if let Some(value) = value {
+                sql.push_str(" AND ");
+                sql.push_str(column);
+                sql.push_str(" = ?");
+                args.push(Value::Text(value.clone()));
+            }
+        }
+        if let Some(after) = &filter.after {
+            sql.push_str(" AND (provider, server_id, user_id, token_type) > (?, ?, ?, ?)");
+            for field in [
+                after.provider(),
+                after.server_id(),
+                after.user_id(),
+                after.token_type(),
+            ] {
+                args.push(Value::Text(field.to_owned()));
+            }
+        }
+        sql.push_str(" ORDER BY provider, server_id, user_id, token_type LIMIT ?");
+        args.push(Value::Integer(i64::from(filter.limit)));
+        let rows = self
+            .inner
+            .readers
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows =
+                    stmt.query_map(rusqlite::params_from_iter(args.iter()), Row::from_sqlite)?;
+                rows.collect::<rusqlite::Result<Vec<Row>>>()
+            })
             .await?;
         rows.into_iter().map(Row::metadata).collect()
     }
@@ -818,6 +1032,41 @@ fn bind_key<'q, O>(
         .bind(key.token_type())
 }
 
+/// The stored metadata of every key in `keys` that exists.
+async fn fetch_metas<'k>(
+    tx: &mut Transaction<'static, Sqlite>,
+    keys: impl Iterator<Item = &'k CanonicalKey>,
+) -> Result<std::collections::HashMap<CanonicalKey, Metadata>, StoreError> {
+    let keys: Vec<&CanonicalKey> = keys.collect();
+    let mut found = std::collections::HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut select = sqlx::QueryBuilder::new(concat!(
+            "SELECT ",
+            meta_columns!(),
+            " FROM auth_tokens WHERE (provider, server_id, user_id, token_type) IN (VALUES "
+        ));
+        let mut values = select.separated(", ");
+        for k in chunk {
+            values.push("(");
+            values.push_bind_unseparated(k.provider().to_owned());
+            values.push_unseparated(", ");
+            values.push_bind_unseparated(k.server_id().to_owned());
+            values.push_unseparated(", ");
+            values.push_bind_unseparated(k.user_id().to_owned());
+            values.push_unseparated(", ");
+            values.push_bind_unseparated(k.token_type().to_owned());
+            values.push_unseparated(")");
+        }
+        select.push(")");
+        let rows: Vec<Row> = select.build_query_as().fetch_all(&mut **tx).await?;
+        for row in rows {
+            let meta = row.metadata()?;
+            found.insert(meta.key.clone(), meta);
+        }
+    }
+    Ok(found)
+}
+
 async fn fetch_meta(
     tx: &mut Transaction<'static, Sqlite>,
     key: &CanonicalKey,
@@ -827,6 +1076,16 @@ async fn fetch_meta(
         .fetch_optional(&mut **tx)
         .await?;
     row.map(Row::metadata).transpose()
+}
+
+async fn last_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<u64, StoreError> {
+    let rev: i64 = sqlx::query_scalar("SELECT value FROM store_meta WHERE name = 'last_revision'")
+        .fetch_one(&mut **tx)
+        .await?;
+    u64::try_from(rev).map_err(|_| StoreError::Corrupt {
+        row_id: 0,
+        reason: format!("store revision counter is {rev}"),
+    })
 }
 
 async fn next_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<u64, StoreError> {
