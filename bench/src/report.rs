@@ -1,0 +1,344 @@
+//! The result of a run: every measurement, printed as a table with each
+//! keyhaven figure as a ratio to its floor, and written as JSON.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::stats::{Placement, Summary};
+
+/// What a measurement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// The cost of the parts keyhaven is built from.
+    Floor,
+    /// keyhaven through its real daemon and client library.
+    Keyhaven,
+    /// What apps use today (the Secret Service).
+    Peer,
+}
+
+/// A single-client latency run at one placement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Placed {
+    /// Where client and server ran.
+    pub placement: Placement,
+    /// The figures.
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// A throughput run with `clients` clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Concurrent clients, each with its own connection.
+    pub clients: usize,
+    /// The figures.
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// One operation, measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// Short, stable id (`tonic_echo`, `retrieve`, ...).
+    pub name: String,
+    /// Floor, keyhaven or peer.
+    pub group: Group,
+    /// One line for people.
+    pub what: String,
+    /// The floor this is compared with, by name.
+    pub floor: Option<String>,
+    /// Single-client latency, pinned.
+    pub latency: Vec<Placed>,
+    /// Throughput by client count, unpinned.
+    pub throughput: Vec<Point>,
+}
+
+impl Measurement {
+    /// An empty measurement.
+    pub fn new(name: &str, group: Group, what: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            group,
+            what: what.to_owned(),
+            floor: None,
+            latency: Vec::new(),
+            throughput: Vec::new(),
+        }
+    }
+
+    /// Sets the floor it is compared with.
+    pub fn against(mut self, floor: &str) -> Self {
+        self.floor = Some(floor.to_owned());
+        self
+    }
+
+    /// The latency at `placement`.
+    pub fn at(&self, placement: Placement) -> Option<&Summary> {
+        self.latency
+            .iter()
+            .find(|p| p.placement == placement)
+            .map(|p| &p.summary)
+    }
+
+    /// The throughput point with `clients` clients.
+    pub fn with_clients(&self, clients: usize) -> Option<&Summary> {
+        self.throughput
+            .iter()
+            .find(|p| p.clients == clients)
+            .map(|p| &p.summary)
+    }
+}
+
+/// A single figure (cold start, RSS, fan-out time).
+#[derive(Debug, Clone, Serialize)]
+pub struct Scalar {
+    /// Stable id.
+    pub name: String,
+    /// The value.
+    pub value: f64,
+    /// Its unit.
+    pub unit: String,
+    /// How it was taken.
+    pub what: String,
+}
+
+/// A target of the issue, checked against this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What is aimed for, in words.
+    pub goal: String,
+    /// The measured ratio or value.
+    pub measured: f64,
+    /// The bound it must be within (`<=` or `>=`, see `at_least`).
+    pub bound: f64,
+    /// True when `measured >= bound` is the goal, else `measured <= bound`.
+    pub at_least: bool,
+    /// Whether this run met it.
+    pub met: bool,
+    /// The figures it was computed from.
+    pub detail: String,
+}
+
+/// The machine the run was on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPUs available to the benchmark.
+    pub cpus: usize,
+    /// `uname -r`-like kernel release, when known.
+    pub kernel: Option<String>,
+    /// CPU model, when known.
+    pub cpu_model: Option<String>,
+}
+
+impl Machine {
+    /// Reads it off this machine.
+    pub fn detect() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).ok();
+        Self {
+            cpus: crate::stats::cpus(),
+            kernel: read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()),
+            cpu_model: read("/proc/cpuinfo").and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            }),
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// keyhaven's version.
+    pub version: String,
+    /// Unix seconds when the run started.
+    pub started_at: u64,
+    /// True for the quick (CI) run, whose figures mean little.
+    pub quick: bool,
+    /// Where it ran.
+    pub machine: Machine,
+    /// Operations.
+    pub measurements: Vec<Measurement>,
+    /// Single figures.
+    pub scalars: Vec<Scalar>,
+    /// The issue's targets, checked.
+    pub targets: Vec<Target>,
+    /// Sections that could not run, and why.
+    pub skipped: Vec<String>,
+}
+
+impl Report {
+    /// An empty report.
+    pub fn new(quick: bool) -> Self {
+        Self {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            quick,
+            machine: Machine::detect(),
+            measurements: Vec::new(),
+            scalars: Vec::new(),
+            targets: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// The measurement called `name`.
+    pub fn get(&self, name: &str) -> Option<&Measurement> {
+        self.measurements.iter().find(|m| m.name == name)
+    }
+
+    /// The scalar called `name`.
+    pub fn scalar(&self, name: &str) -> Option<f64> {
+        self.scalars
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value)
+    }
+
+    /// Adds a scalar and prints it.
+    pub fn add_scalar(&mut self, name: &str, value: f64, unit: &str, what: &str) {
+        println!("  {name}: {value:.1} {unit} ({what})");
+        self.scalars.push(Scalar {
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            what: what.to_owned(),
+        });
+    }
+
+    /// Records that a section did not run, loudly.
+    pub fn skip(&mut self, why: String) {
+        eprintln!("SKIPPED: {why}");
+        self.skipped.push(why);
+    }
+
+    /// The table: every measurement, keyhaven rows with ratios to their
+    /// floor from this run.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let clients: Vec<usize> = {
+            let mut c: Vec<usize> = self
+                .measurements
+                .iter()
+                .flat_map(|m| m.throughput.iter().map(|p| p.clients))
+                .collect();
+            c.sort_unstable();
+            c.dedup();
+            c
+        };
+        let _ = write!(
+            out,
+            "| operation | p50 same CPU | p50 cross CPU | p99 same CPU |"
+        );
+        for c in &clients {
+            let _ = write!(out, " ops/s @{c} |");
+        }
+        out.push('\n');
+        out.push_str("|---|---|---|---|");
+        for _ in &clients {
+            out.push_str("---|");
+        }
+        out.push('\n');
+        for m in &self.measurements {
+            let floor = m.floor.as_deref().and_then(|f| self.get(f));
+            let lat = |placement: Placement, p99: bool| {
+                let Some(s) = m.at(placement) else {
+                    return "–".to_owned();
+                };
+                let v = if p99 { s.p99_us } else { s.p50_us };
+                let ratio = floor.and_then(|f| f.at(placement)).map(|f| {
+                    let fv = if p99 { f.p99_us } else { f.p50_us };
+                    v / fv
+                });
+                match ratio {
+                    Some(r) if !p99 => format!("{} ({r:.2}x)", micros(v)),
+                    _ => micros(v),
+                }
+            };
+            let _ = write!(
+                out,
+                "| {} {} | {} | {} | {} |",
+                match m.group {
+                    Group::Floor => "floor:",
+                    Group::Keyhaven => "keyhaven",
+                    Group::Peer => "peer:",
+                },
+                m.name,
+                lat(Placement::SameCpu, false),
+                lat(Placement::CrossCpu, false),
+                lat(Placement::SameCpu, true),
+            );
+            for c in &clients {
+                match m.with_clients(*c) {
+                    None => out.push_str(" – |"),
+                    Some(s) => {
+                        let ratio = floor
+                            .and_then(|f| f.with_clients(*c))
+                            .map(|f| s.ops_per_s / f.ops_per_s);
+                        match ratio {
+                            Some(r) => {
+                                let _ = write!(out, " {} ({r:.2}x) |", rate(s.ops_per_s));
+                            }
+                            None => {
+                                let _ = write!(out, " {} |", rate(s.ops_per_s));
+                            }
+                        }
+                    }
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The targets, one line each.
+    pub fn target_lines(&self) -> String {
+        let mut out = String::new();
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "{} {}: {:.2} (need {} {:.2}) — {}",
+                if t.met { "MET   " } else { "MISSED" },
+                t.goal,
+                t.measured,
+                if t.at_least { ">=" } else { "<=" },
+                t.bound,
+                t.detail
+            );
+        }
+        out
+    }
+
+    /// Writes the JSON result file.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
+    }
+}
+
+/// `12.3 µs` or `1.25 ms`.
+pub fn micros(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+/// `184k` or `8.1k` or `539`.
+pub fn rate(ops: f64) -> String {
+    if ops >= 100_000.0 {
+        format!("{:.0}k", ops / 1000.0)
+    } else if ops >= 1000.0 {
+        format!("{:.1}k", ops / 1000.0)
+    } else {
+        format!("{ops:.0}")
+    }
+}
