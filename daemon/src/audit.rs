@@ -237,6 +237,7 @@ impl AuditLog {
 
     /// Deletes entries beyond the retention limits; returns how many.
     pub async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
+        let _guard = self.store.write_lock().await;
         let cutoff =
             now_unix_ms() - i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
         let by_age = sqlx::query("DELETE FROM audit_log WHERE at < ?")
@@ -340,6 +341,7 @@ async fn write_logged(store: &Database, batch: &mut Vec<Record>) {
 }
 
 async fn write_batch(store: &Database, batch: &[Record]) -> Result<(), StoreError> {
+    let _guard = store.write_lock().await;
     let mut tx = store.writer().begin().await?;
     for chunk in batch.chunks(ROWS_PER_INSERT) {
         let mut insert = sqlx::QueryBuilder::new(

@@ -105,6 +105,7 @@ impl From<ServiceError> for Status {
                 StoreError::Database(_)
                 | StoreError::Read(_)
                 | StoreError::Group(_)
+                | StoreError::Sqlite(_)
                 | StoreError::Migrate(_)
                 | StoreError::WrongKey { .. }
                 | StoreError::MissingKey { .. }

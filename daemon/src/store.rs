@@ -91,6 +91,9 @@ pub enum StoreError {
     /// group was written.
     #[error("database error: {0}")]
     Group(String),
+    /// SQLite failed on the group writer's connection.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A read on the request's thread failed.
     #[error("database read failed: {0}")]
     Read(#[from] ReadError),
@@ -256,6 +259,11 @@ pub struct Database {
     writer: SqlitePool,
     reader: SqlitePool,
     readers: Arc<Readers>,
+    groups: Arc<GroupWriter>,
+    /// Held by every write transaction of this process (credentials, audit
+    /// log, rotation), so the two write connections never contend inside
+    /// SQLite, where a waiter would sleep in SQLite's busy handler.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
     path: PathBuf,
 }
 
@@ -296,8 +304,6 @@ struct PutJob {
 
 /// Most Stores committed in one transaction.
 const MAX_GROUP: usize = 256;
-/// Rows per multi-row statement (12 bound values each for an upsert).
-const ROWS_PER_STATEMENT: usize = 64;
 /// Stores queued for the committer before callers wait to queue.
 const PUT_QUEUE: usize = 4096;
 
@@ -343,6 +349,8 @@ impl Database {
             writer,
             reader,
             readers: Readers::new(path),
+            groups: Arc::new(GroupWriter::new(path)),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
             path: path.to_path_buf(),
         })
     }
@@ -372,6 +380,11 @@ impl Database {
         &self.writer
     }
 
+    /// Taken around every write transaction (see the field).
+    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().await
+    }
+
     /// The readers' pool (for the audit log).
     pub(crate) fn reader(&self) -> &SqlitePool {
         &self.reader
@@ -380,6 +393,7 @@ impl Database {
     /// Closes both pools, checkpointing the WAL.
     pub async fn close(&self) {
         self.readers.close();
+        self.groups.close();
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -410,6 +424,7 @@ impl Database {
     /// the store has never seen it and no credential is sealed with another
     /// key. Forgets recorded keys no credential uses any more.
     pub async fn with_key(&self, key: DataKey, events: EventBus) -> Result<Store, StoreError> {
+        let _guard = self.write_lock().await;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let known: Vec<(String, Vec<u8>, Vec<u8>)> =
             sqlx::query_as("SELECT key_id, check_nonce, check_value FROM data_keys")
@@ -460,7 +475,7 @@ impl Database {
             inner: Arc::new(self.clone()),
             key: Arc::new(std::sync::RwLock::new(Arc::new(key))),
             events,
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            write_lock: self.write_lock.clone(),
         };
         let (puts, queue) = mpsc::channel(PUT_QUEUE);
         tokio::spawn(commit_groups(core.clone(), queue));
@@ -504,7 +519,13 @@ impl Core {
             .map(|j| (j.reply, (j.put, j.actor)))
             .unzip();
         let now = now_unix_ms();
-        match self.write_group(&key, puts, now).await {
+        let groups = self.inner.groups.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            groups.with_conn(|conn| write_group(conn, &key, puts, now))
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Group("the group writer panicked".to_owned())));
+        match written {
             Ok(outcomes) => {
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {
                     if let Ok((meta, created, actor)) = &outcome {
@@ -532,105 +553,184 @@ impl Core {
             }
         }
     }
+}
 
-    /// The transaction of one group. A compare-and-swap miss fails only its
-    /// own Store; any database error fails (and rolls back) the group.
-    ///
-    /// The statement count does not grow with the group: one SELECT reads
-    /// the current state of every key, the checks run in memory in arrival
-    /// order (a later Store of the same key sees the earlier one), and one
-    /// multi-row upsert writes the final state of each key.
-    #[allow(clippy::type_complexity)]
-    async fn write_group(
-        &self,
-        key: &DataKey,
-        puts: Vec<(Put, Identity)>,
-        now: i64,
-    ) -> Result<Vec<Result<(Metadata, bool, Identity), StoreError>>, StoreError> {
-        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut revision = last_revision(&mut tx).await?;
-        let first_revision = revision;
-        let mut current = fetch_metas(&mut tx, puts.iter().map(|(p, _)| &p.key)).await?;
-        // The row each key ends with, in first-write order.
-        let mut rows: Vec<(Metadata, Sealed)> = Vec::new();
-        let mut row_of: std::collections::HashMap<CanonicalKey, usize> =
-            std::collections::HashMap::new();
-        let mut outcomes = Vec::with_capacity(puts.len());
-        for (put, actor) in puts {
-            let existing = current.get(&put.key).cloned();
-            if let Some(expected) = put.expected_revision {
-                let actual = existing.as_ref().map(|m| m.revision);
-                let ok = match (expected, actual) {
-                    (0, None) => true,
-                    (e, Some(a)) => e == a,
-                    (_, None) => false,
-                };
-                if !ok {
-                    outcomes.push(Err(StoreError::Conflict {
-                        key: put.key,
-                        expected,
-                        actual,
-                    }));
-                    continue;
-                }
-            }
-            let sealed = key.seal(&put.key, put.secret.expose())?;
-            revision += 1;
-            let meta = Metadata {
-                created_at: existing.as_ref().map_or(now, |m| m.created_at),
-                key: put.key,
-                revision,
-                updated_at: now,
-                expires_at: put.expires_at,
-                label: put.label,
-            };
-            current.insert(meta.key.clone(), meta.clone());
-            match row_of.get(&meta.key) {
-                Some(&i) => rows[i] = (meta.clone(), sealed),
-                None => {
-                    row_of.insert(meta.key.clone(), rows.len());
-                    rows.push((meta.clone(), sealed));
-                }
-            }
-            outcomes.push(Ok((meta, existing.is_none(), actor)));
+/// The read-write connection groups of Stores are committed on, used from
+/// one blocking thread at a time: the whole transaction of a group runs
+/// there, so a group costs one thread hand-off instead of two per
+/// statement (sqlx), which under load was most of a commit's time.
+#[derive(Debug)]
+struct GroupWriter {
+    path: PathBuf,
+    conn: std::sync::Mutex<WriterConn>,
+}
+
+#[derive(Debug)]
+enum WriterConn {
+    Unopened,
+    Open(rusqlite::Connection),
+    Closed,
+}
+
+impl GroupWriter {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            conn: std::sync::Mutex::new(WriterConn::Unopened),
         }
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let mut upsert = sqlx::QueryBuilder::new(
-                "INSERT INTO auth_tokens (provider, server_id, user_id, token_type, ciphertext, \
-                 nonce, key_id, label, revision, created_at, updated_at, expires_at) ",
-            );
-            upsert.push_values(chunk, |mut row, (meta, sealed)| {
-                row.push_bind(meta.key.provider().to_owned())
-                    .push_bind(meta.key.server_id().to_owned())
-                    .push_bind(meta.key.user_id().to_owned())
-                    .push_bind(meta.key.token_type().to_owned())
-                    .push_bind(sealed.ciphertext.clone())
-                    .push_bind(sealed.nonce.clone())
-                    .push_bind(key.id().to_owned())
-                    .push_bind(meta.label.clone())
-                    .push_bind(revision_to_sql(meta.revision))
-                    .push_bind(meta.created_at)
-                    .push_bind(meta.updated_at)
-                    .push_bind(meta.expires_at);
-            });
-            upsert.push(
-                " ON CONFLICT (provider, server_id, user_id, token_type) DO UPDATE SET \
-                 ciphertext = excluded.ciphertext, nonce = excluded.nonce, \
-                 key_id = excluded.key_id, label = excluded.label, \
-                 revision = excluded.revision, updated_at = excluded.updated_at, \
-                 expires_at = excluded.expires_at",
-            );
-            upsert.build().execute(&mut *tx).await?;
-        }
-        if revision != first_revision {
-            sqlx::query("UPDATE store_meta SET value = ? WHERE name = 'last_revision'")
-                .bind(revision_to_sql(revision))
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(outcomes)
     }
+
+    /// Opens the connection like sqlx's writer: WAL, `synchronous=FULL`
+    /// (a commit returns after its fsync), foreign keys, a busy timeout.
+    fn open(&self) -> Result<rusqlite::Connection, StoreError> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Group(format!(
+                "the database is in journal mode {mode}, not WAL"
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(8);
+        Ok(conn)
+    }
+
+    /// Runs `f` on the connection, opening it on first use. Blocking: call
+    /// from a blocking thread.
+    fn with_conn<R>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut slot = match self.conn.lock() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let WriterConn::Unopened = *slot {
+            *slot = WriterConn::Open(self.open()?);
+        }
+        match &mut *slot {
+            WriterConn::Open(conn) => f(conn),
+            _ => Err(StoreError::Group("the store is closing".to_owned())),
+        }
+    }
+
+    /// Closes the connection; later groups fail.
+    fn close(&self) {
+        let mut slot = match self.conn.lock() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = WriterConn::Closed;
+    }
+}
+
+/// What one Store of a group came to: its metadata, whether it created the
+/// credential, and who wrote it; or why it was refused.
+type Outcome = Result<(Metadata, bool, Identity), StoreError>;
+
+/// The transaction of one group. A compare-and-swap miss fails only its own
+/// Store; any database error fails (and rolls back) the whole group. Stores
+/// run in arrival order, so a later Store of the same key sees the earlier.
+fn write_group(
+    conn: &mut rusqlite::Connection,
+    key: &DataKey,
+    puts: Vec<(Put, Identity)>,
+    now: i64,
+) -> Result<Vec<Outcome>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let last: i64 = tx.query_row(
+        "SELECT value FROM store_meta WHERE name = 'last_revision'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut revision = u64::try_from(last).map_err(|_| StoreError::Corrupt {
+        row_id: 0,
+        reason: format!("store revision counter is {last}"),
+    })?;
+    let first_revision = revision;
+    let mut outcomes = Vec::with_capacity(puts.len());
+    for (put, actor) in puts {
+        let k = &put.key;
+        let existing = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                meta_columns!(),
+                " FROM auth_tokens",
+                by_key!()
+            ))?
+            .query_row(
+                (k.provider(), k.server_id(), k.user_id(), k.token_type()),
+                Row::from_sqlite,
+            )
+            .optional()?
+            .map(Row::metadata)
+            .transpose()?;
+        if let Some(expected) = put.expected_revision {
+            let actual = existing.as_ref().map(|m| m.revision);
+            let ok = match (expected, actual) {
+                (0, None) => true,
+                (e, Some(a)) => e == a,
+                (_, None) => false,
+            };
+            if !ok {
+                outcomes.push(Err(StoreError::Conflict {
+                    key: put.key,
+                    expected,
+                    actual,
+                }));
+                continue;
+            }
+        }
+        let sealed = key.seal(k, put.secret.expose())?;
+        revision += 1;
+        let created_at = existing.as_ref().map_or(now, |m| m.created_at);
+        tx.prepare_cached(
+            "INSERT INTO auth_tokens (provider, server_id, user_id, token_type, ciphertext, nonce, \
+             key_id, label, revision, created_at, updated_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (provider, server_id, user_id, token_type) DO UPDATE SET \
+             ciphertext = excluded.ciphertext, nonce = excluded.nonce, key_id = excluded.key_id, \
+             label = excluded.label, revision = excluded.revision, \
+             updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+        )?
+        .execute(rusqlite::params![
+            k.provider(),
+            k.server_id(),
+            k.user_id(),
+            k.token_type(),
+            sealed.ciphertext,
+            sealed.nonce,
+            key.id(),
+            put.label.as_deref(),
+            revision_to_sql(revision),
+            created_at,
+            now,
+            put.expires_at,
+        ])?;
+        let meta = Metadata {
+            key: put.key,
+            revision,
+            created_at,
+            updated_at: now,
+            expires_at: put.expires_at,
+            label: put.label,
+        };
+        outcomes.push(Ok((meta, existing.is_none(), actor)));
+    }
+    if revision != first_revision {
+        tx.execute(
+            "UPDATE store_meta SET value = ? WHERE name = 'last_revision'",
+            [revision_to_sql(revision)],
+        )?;
+    }
+    tx.commit()?;
+    Ok(outcomes)
 }
 
 impl Store {
@@ -702,6 +802,7 @@ impl Store {
 
     /// Forgets recorded keys that neither seal a credential nor are in use.
     pub async fn forget_unused_keys(&self) -> Result<(), StoreError> {
+        let _guard = self.write_lock.lock().await;
         sqlx::query(
             "DELETE FROM data_keys WHERE key_id != ? \
              AND key_id NOT IN (SELECT DISTINCT key_id FROM auth_tokens)",
@@ -1032,41 +1133,6 @@ fn bind_key<'q, O>(
         .bind(key.token_type())
 }
 
-/// The stored metadata of every key in `keys` that exists.
-async fn fetch_metas<'k>(
-    tx: &mut Transaction<'static, Sqlite>,
-    keys: impl Iterator<Item = &'k CanonicalKey>,
-) -> Result<std::collections::HashMap<CanonicalKey, Metadata>, StoreError> {
-    let keys: Vec<&CanonicalKey> = keys.collect();
-    let mut found = std::collections::HashMap::with_capacity(keys.len());
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut select = sqlx::QueryBuilder::new(concat!(
-            "SELECT ",
-            meta_columns!(),
-            " FROM auth_tokens WHERE (provider, server_id, user_id, token_type) IN (VALUES "
-        ));
-        let mut values = select.separated(", ");
-        for k in chunk {
-            values.push("(");
-            values.push_bind_unseparated(k.provider().to_owned());
-            values.push_unseparated(", ");
-            values.push_bind_unseparated(k.server_id().to_owned());
-            values.push_unseparated(", ");
-            values.push_bind_unseparated(k.user_id().to_owned());
-            values.push_unseparated(", ");
-            values.push_bind_unseparated(k.token_type().to_owned());
-            values.push_unseparated(")");
-        }
-        select.push(")");
-        let rows: Vec<Row> = select.build_query_as().fetch_all(&mut **tx).await?;
-        for row in rows {
-            let meta = row.metadata()?;
-            found.insert(meta.key.clone(), meta);
-        }
-    }
-    Ok(found)
-}
-
 async fn fetch_meta(
     tx: &mut Transaction<'static, Sqlite>,
     key: &CanonicalKey,
@@ -1076,16 +1142,6 @@ async fn fetch_meta(
         .fetch_optional(&mut **tx)
         .await?;
     row.map(Row::metadata).transpose()
-}
-
-async fn last_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<u64, StoreError> {
-    let rev: i64 = sqlx::query_scalar("SELECT value FROM store_meta WHERE name = 'last_revision'")
-        .fetch_one(&mut **tx)
-        .await?;
-    u64::try_from(rev).map_err(|_| StoreError::Corrupt {
-        row_id: 0,
-        reason: format!("store revision counter is {rev}"),
-    })
 }
 
 async fn next_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<u64, StoreError> {
