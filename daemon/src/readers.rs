@@ -19,6 +19,9 @@ use rusqlite::{Connection, OpenFlags};
 const MAX_IDLE: usize = 4;
 /// Statements cached per connection.
 const STATEMENTS: usize = 16;
+/// Address space each reader maps the database file with (SQLite's
+/// `mmap_size`): a million credentials fit.
+const MMAP_BYTES: i64 = 1 << 30;
 /// How long a retried read may wait for a lock.
 const BUSY_WAIT: Duration = Duration::from_secs(5);
 
@@ -55,6 +58,11 @@ impl Readers {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::ZERO)?;
+        // Pages of the database file are read through a memory map, not a
+        // pread per page: a point read of a large store costs what one of
+        // a small store does. The map is of the file, shared with the page
+        // cache; only this process writes the file (the lock file).
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         Ok(conn)
     }

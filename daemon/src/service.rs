@@ -139,11 +139,13 @@ impl Shared {
             .outcome(&peer.identity, op, key, result.as_ref().err());
         let who = &peer.identity;
         let key = key.map(ToString::to_string).unwrap_or_default();
-        // Writes are rare and worth a line each (an import shows up here
-        // one credential at a time); reads stay at debug.
+        // Every request, read or write, is in the audit log with its
+        // caller; the journal gets refusals and failures. A line per
+        // successful write (an app refreshing its token, an import) is at
+        // debug: at load it cost more than the write's share of the commit.
         let write = matches!(op, "store" | "delete" | "logout");
         match &result {
-            Ok(_) if write => tracing::info!(op, %key, caller = %who.describe(), "done"),
+            Ok(_) if write => tracing::debug!(op, %key, caller = %who.describe(), "done"),
             Ok(_) => tracing::debug!(op, %key, uid = who.uid, pid = who.pid, "ok"),
             Err(status) if write && status.code() == tonic::Code::FailedPrecondition => {
                 tracing::info!(op, %key, caller = %who.describe(), message = status.message(), "declined")
