@@ -46,6 +46,13 @@ struct Args {
     /// The keyhavend binary (default: next to this one).
     #[arg(long)]
     daemon: Option<PathBuf>,
+    /// Client counts of the throughput points (default: 1,8,32,128; quick:
+    /// 1,8).
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<usize>,
+    /// Seconds each throughput point runs (default: 3; quick: 0.2).
+    #[arg(long)]
+    seconds: Option<f64>,
     /// Run only these sections (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
@@ -86,11 +93,17 @@ fn main() -> Result<()> {
     if let Some(Serve::Serve { kind, socket }) = &args.serve {
         return floors::serve(kind, socket);
     }
-    let plan = if args.quick {
+    let mut plan = if args.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
+    if let Some(seconds) = args.seconds {
+        plan.duration = std::time::Duration::from_secs_f64(seconds.clamp(0.05, 600.0));
+    }
+    if !args.clients.is_empty() {
+        plan.clients.clone_from(&args.clients);
+    }
     let me = std::env::current_exe().context("where is this binary")?;
     let daemon = match &args.daemon {
         Some(p) => p.clone(),
