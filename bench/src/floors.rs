@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::report::{Group, Measurement, Placed, Point, Report, micros, rate};
+use crate::report::{Group, Measurement, Placed, Point, Report, print_line};
 use crate::stats::{
-    self, Placement, Plan, Summary, latency_async, latency_blocking, on_pinned_thread,
+    self, Placement, Plan, Summary, cpu_time_us, latency_async, latency_blocking, on_pinned_thread,
     pin_current_thread, spawn_on, throughput_async, throughput_threads,
 };
 
@@ -201,35 +201,6 @@ pub fn run(plan: &Plan, me: &Path, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// Prints the measurement's line: p50 per placement, ops/s per client count.
-pub(crate) fn print_line(m: &Measurement) {
-    let lat: Vec<String> = m
-        .latency
-        .iter()
-        .map(|p| {
-            format!(
-                "{} {} (p99 {})",
-                micros(p.summary.p50_us),
-                p.placement.label(),
-                micros(p.summary.p99_us)
-            )
-        })
-        .collect();
-    let tput: Vec<String> = m
-        .throughput
-        .iter()
-        .map(|p| format!("{} @{}", rate(p.summary.ops_per_s), p.clients))
-        .collect();
-    let mut line = format!("  {}:", m.name);
-    if !lat.is_empty() {
-        line.push_str(&format!(" p50 {}", lat.join(" / ")));
-    }
-    if !tput.is_empty() {
-        line.push_str(&format!("; ops/s {}", tput.join(", ")));
-    }
-    println!("{line}");
-}
-
 fn raw_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
     let mut m = Measurement::new(
         "raw_echo",
@@ -253,13 +224,16 @@ fn raw_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
         })?;
         m.latency.push(Placed { placement, summary });
     }
-    let _server = Server::start(me, "raw-echo", &socket, None)?;
+    let server = Server::start(me, "raw-echo", &socket, None)?;
     for &clients in &plan.clients {
         let conns = (0..clients)
             .map(|_| UnixStream::connect(&socket).context("connect to raw-echo"))
             .collect::<Result<Vec<_>>>()?;
+        let before = cpu_time_us(server.child.id());
         let summary = throughput_threads(conns, plan.duration, |conn, _| round_trip(conn))?;
-        m.throughput.push(Point { clients, summary });
+        let after = cpu_time_us(server.child.id());
+        m.throughput
+            .push(Point::new(clients, summary).with_server_cpu(before, after));
     }
     print_line(&m);
     Ok(m)
@@ -314,24 +288,28 @@ fn tonic_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
         })?;
         m.latency.push(Placed { placement, summary });
     }
-    let _server = Server::start(me, "tonic-echo", &socket, None)?;
+    let server = Server::start(me, "tonic-echo", &socket, None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("client runtime")?;
     for &clients in &plan.clients {
+        let mut before = None;
         let summary: Summary = runtime.block_on(async {
             let mut channels = Vec::with_capacity(clients);
             for _ in 0..clients {
                 channels.push(echo_channel(&socket).await?);
             }
+            before = cpu_time_us(server.child.id());
             throughput_async(channels, plan.duration, |client, _| {
                 echo_once(EchoClient::clone(&client))
             })
             .await
         })?;
-        m.throughput.push(Point { clients, summary });
+        let after = cpu_time_us(server.child.id());
+        m.throughput
+            .push(Point::new(clients, summary).with_server_cpu(before, after));
     }
     print_line(&m);
     Ok(m)
@@ -465,7 +443,7 @@ fn sqlite_read(plan: &Plan, db: &Path) -> Result<Measurement> {
             .map(|_| open_ro(db))
             .collect::<Result<Vec<_>>>()?;
         let summary = throughput_threads(conns, plan.duration, |conn, i| read_row(conn, &keys, i))?;
-        m.throughput.push(Point { clients, summary });
+        m.throughput.push(Point::new(clients, summary));
     }
     print_line(&m);
     Ok(m)
@@ -533,7 +511,7 @@ fn sqlx_read(plan: &Plan, db: &Path) -> Result<Measurement> {
                 read(sqlx::SqlitePool::clone(&pool), keys.clone(), i)
             })
             .await?;
-            m.throughput.push(Point { clients, summary });
+            m.throughput.push(Point::new(clients, summary));
         }
         pool.close().await;
         anyhow::Ok(())
@@ -582,7 +560,7 @@ fn sqlite_upsert_fsync(plan: &Plan, db: &Path) -> Result<Measurement> {
             .map(|c| Ok((c, open_rw(db)?)))
             .collect::<Result<Vec<_>>>()?;
         let summary = throughput_threads(conns, plan.duration, |(c, conn), i| upsert(conn, *c, i))?;
-        m.throughput.push(Point { clients, summary });
+        m.throughput.push(Point::new(clients, summary));
     }
     drop(setup);
     print_line(&m);

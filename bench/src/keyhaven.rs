@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use keyhaven::{Client, CredentialKey, ListFilter, Secret, StoreOptions};
 
-use crate::report::{Group, Measurement, Placed, Point, Report, micros, rate};
+use crate::report::{Group, Measurement, Placed, Point, Report, print_line};
 use crate::stats::{
-    Placement, Plan, latency_async, on_pinned_thread, rss_anon_kib, rss_kib, spawn_on,
+    Placement, Plan, cpu_time_us, latency_async, on_pinned_thread, rss_anon_kib, rss_kib, spawn_on,
     throughput_async,
 };
 
@@ -302,44 +302,26 @@ fn measure(
     let (daemon, _) = home.start(exe, None)?;
     let rt = client_runtime()?;
     for &clients in &plan.clients {
+        let mut before = None;
         let summary = rt.block_on(async {
             let mut conns = Vec::with_capacity(clients);
             for c in 0..clients {
                 conns.push((c, Client::connect_to(&socket).await?));
             }
+            before = cpu_time_us(daemon.pid());
             throughput_async(conns, plan.duration, move |cc, i| async move {
                 op.run(&cc.1, n, cc.0, i).await
             })
             .await
         })?;
-        m.throughput.push(Point { clients, summary });
+        let after = cpu_time_us(daemon.pid());
+        m.throughput
+            .push(Point::new(clients, summary).with_server_cpu(before, after));
     }
     drop(rt);
     daemon.stop()?;
-    print_measurement(&m);
+    print_line(&m);
     Ok(m)
-}
-
-/// One line per measurement, as it lands.
-pub fn print_measurement(m: &Measurement) {
-    let lat: Vec<String> = m
-        .latency
-        .iter()
-        .map(|p| {
-            format!(
-                "p50 {} / p99 {} {}",
-                micros(p.summary.p50_us),
-                micros(p.summary.p99_us),
-                p.placement.label()
-            )
-        })
-        .collect();
-    let thr: Vec<String> = m
-        .throughput
-        .iter()
-        .map(|p| format!("{} @{}", rate(p.summary.ops_per_s), p.clients))
-        .collect();
-    println!("  {}: {}; ops/s {}", m.name, lat.join(", "), thr.join(", "));
 }
 
 /// Retrieve, Store (durable) and List through the daemon.
@@ -514,7 +496,7 @@ pub fn scale(plan: &Plan, exe: &Path, report: &mut Report) -> Result<()> {
                 &format!("{name} with {n} credentials stored, random keys"),
             );
             m.latency.push(Placed { placement, summary });
-            print_measurement(&m);
+            print_line(&m);
             report.measurements.push(m);
         }
     }

@@ -335,15 +335,15 @@ mod tests {
     use crate::stats::Summary;
 
     fn point(clients: usize, p50_us: f64, ops_per_s: f64) -> Point {
-        Point {
+        Point::new(
             clients,
-            summary: Summary {
+            Summary {
                 p50_us,
                 p99_us: p50_us * 3.0,
                 ops_per_s,
                 samples: 100,
             },
-        }
+        )
     }
 
     /// Checks that every element opened is closed, in order.

@@ -39,6 +39,32 @@ pub struct Point {
     /// The figures.
     #[serde(flatten)]
     pub summary: Summary,
+    /// CPU time the server process (all its threads) spent per operation,
+    /// in microseconds, when the server is a process of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_op: Option<f64>,
+}
+
+impl Point {
+    /// A point without a server CPU figure.
+    pub fn new(clients: usize, summary: Summary) -> Self {
+        Self {
+            clients,
+            summary,
+            server_cpu_us_per_op: None,
+        }
+    }
+
+    /// Adds the server's CPU per operation from its CPU time before and
+    /// after the run (microseconds, see [`crate::stats::cpu_time_us`]).
+    pub fn with_server_cpu(mut self, before: Option<f64>, after: Option<f64>) -> Self {
+        if let (Some(b), Some(a)) = (before, after)
+            && self.summary.samples > 0
+        {
+            self.server_cpu_us_per_op = Some((a - b) / self.summary.samples as f64);
+        }
+        self
+    }
 }
 
 /// One operation, measured.
@@ -341,4 +367,41 @@ pub fn rate(ops: f64) -> String {
     } else {
         format!("{ops:.0}")
     }
+}
+
+/// One line per measurement, as it lands: latencies by placement, then
+/// throughput by clients with the server's CPU per operation when known.
+pub fn print_line(m: &Measurement) {
+    let lat: Vec<String> = m
+        .latency
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} (p99 {})",
+                micros(p.summary.p50_us),
+                p.placement.label(),
+                micros(p.summary.p99_us)
+            )
+        })
+        .collect();
+    let tput: Vec<String> = m
+        .throughput
+        .iter()
+        .map(|p| match p.server_cpu_us_per_op {
+            Some(cpu) => format!(
+                "{} @{} (server CPU {cpu:.1} µs/op)",
+                rate(p.summary.ops_per_s),
+                p.clients
+            ),
+            None => format!("{} @{}", rate(p.summary.ops_per_s), p.clients),
+        })
+        .collect();
+    let mut line = format!("  {}:", m.name);
+    if !lat.is_empty() {
+        line.push_str(&format!(" p50 {}", lat.join(" / ")));
+    }
+    if !tput.is_empty() {
+        line.push_str(&format!("; ops/s {}", tput.join(", ")));
+    }
+    println!("{line}");
 }

@@ -80,7 +80,7 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
     let wires: Vec<Wire> = serde_json::from_str(&text).context("the client's result")?;
     for wire in wires {
         let m = wire.into_measurement();
-        crate::floors::print_line(&m);
+        crate::report::print_line(&m);
         report.measurements.push(m);
     }
     match which("secret-tool") {
@@ -90,7 +90,7 @@ pub fn run(plan: &Plan, report: &mut Report) -> Result<()> {
         ),
         Some(tool) => {
             let m = secret_tool_lookup(plan, &session, &tool)?;
-            crate::floors::print_line(&m);
+            crate::report::print_line(&m);
             report.measurements.push(m);
         }
     }
@@ -326,10 +326,7 @@ impl Wire {
         m.throughput = self
             .throughput
             .into_iter()
-            .map(|(clients, s)| Point {
-                clients,
-                summary: s.into(),
-            })
+            .map(|(clients, s)| Point::new(clients, s.into()))
             .collect();
         m
     }

@@ -337,6 +337,18 @@ pub fn rss_anon_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "RssAnon:")
 }
 
+/// CPU time (user + system, every thread) `pid` has used, in microseconds,
+/// from `/proc/PID/stat` (clock ticks of 1/100 s: USER_HZ on Linux).
+pub fn cpu_time_us(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after it are
+    // plain. utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 * 10_000.0)
+}
+
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
