@@ -176,11 +176,14 @@ fn reel_db_dry_run_import_rerun_conflict_and_wipe() {
     assert!(stdout(&out).contains("overwritten: plex::::123::access_token"));
     assert_eq!(stdout(&get(&env, "plex", "123", "")), "plex-tok");
     assert_eq!(reel_rows(&db), 4);
-    // The daemon logged each write, never a secret.
+    // Each write is in the audit log; no secret is there or in the
+    // daemon's log.
+    let audit = stdout(&env.cli(&["audit"], b""));
+    assert!(audit.contains("plex::::123::access_token"), "{audit}");
     let log = daemon.log();
-    assert!(log.contains("plex::::123::access_token"), "{log}");
     for secret in ["plex-tok", "jf-key", "hunter2", "bad-source", "newer"] {
         assert!(!log.contains(secret), "{secret} in {log}");
+        assert!(!audit.contains(secret), "{secret} in {audit}");
     }
     drop(daemon);
 }
