@@ -362,6 +362,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        let cpu = cpu_time_us(std::process::id()).expect("/proc/self/stat");
+        assert!(
+            cpu >= 10_000.0,
+            "50 ms of spinning shows as CPU time: {cpu}"
+        );
+        assert!(rss_kib(std::process::id()).expect("VmRSS") > 0);
+    }
+
+    #[test]
     fn percentiles_are_nearest_rank() {
         let mut samples: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
         let s = summarize(&mut samples, Duration::from_secs(2));
