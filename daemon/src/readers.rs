@@ -68,14 +68,13 @@ impl Readers {
     }
 
     fn take(&self) -> Result<Connection, ReadError> {
-        let pooled = match self.idle.lock() {
-            Ok(mut idle) => idle.as_mut().ok_or(ReadError::Closed)?.pop(),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .as_mut()
-                .ok_or(ReadError::Closed)?
-                .pop(),
-        };
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .ok_or(ReadError::Closed)?
+            .pop();
         match pooled {
             Some(conn) => Ok(conn),
             None => self.open(),
@@ -83,10 +82,7 @@ impl Readers {
     }
 
     fn give_back(&self, conn: Connection) {
-        let mut idle = match self.idle.lock() {
-            Ok(idle) => idle,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(idle) = idle.as_mut()
             && idle.len() < MAX_IDLE
         {
@@ -124,11 +120,7 @@ impl Readers {
 
     /// Closes every idle connection; later reads fail with `Closed`.
     pub fn close(&self) {
-        let mut idle = match self.idle.lock() {
-            Ok(idle) => idle,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *idle = None;
+        *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

@@ -1,11 +1,12 @@
-//! The credential store: SQLite through sqlx, every secret sealed.
+//! The credential store: SQLite, every secret sealed.
 //!
-//! One writer connection (writes are serialized, each in a `BEGIN IMMEDIATE`
-//! transaction) and a small pool of readers, in WAL mode with
-//! `synchronous=FULL`, so an acknowledged write survives a crash or power
-//! loss. Retrieve and List read through [`Readers`] on the request's own
-//! thread; everything else goes through sqlx. The database file is created 0600 before SQLite opens it, so the
-//! `-wal` and `-shm` files inherit that mode.
+//! WAL mode with `synchronous=FULL`, so an acknowledged write survives a
+//! crash or power loss. Writes are serialized by one write lock: Stores
+//! are committed in groups on a rusqlite connection (see [`Store::put`]);
+//! deletions, rotation and the audit log go through sqlx's single writer.
+//! Retrieve and List read through [`Readers`] on the request's own thread;
+//! other reads use sqlx's reader pool. The database file is created 0600
+//! before SQLite opens it, so the `-wal` and `-shm` files inherit that mode.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -501,10 +502,7 @@ async fn commit_groups(core: Core, mut queue: mpsc::Receiver<PutJob>) {
 impl Core {
     /// The data key in use.
     pub fn key(&self) -> Arc<DataKey> {
-        match self.key.read() {
-            Ok(k) => k.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Writes `jobs` in one transaction, then publishes their events in
@@ -606,10 +604,7 @@ impl GroupWriter {
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut slot = match self.conn.lock() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if let WriterConn::Unopened = *slot {
             *slot = WriterConn::Open(self.open()?);
         }
@@ -621,11 +616,7 @@ impl GroupWriter {
 
     /// Closes the connection; later groups fail.
     fn close(&self) {
-        let mut slot = match self.conn.lock() {
-            Ok(slot) => slot,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *slot = WriterConn::Closed;
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = WriterConn::Closed;
     }
 }
 
