@@ -25,8 +25,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::report::{Group, Measurement, Placed, Point, Report, print_line};
 use crate::stats::{
-    self, Placement, Plan, Summary, cpu_time_us, latency_async, latency_blocking, on_pinned_thread,
-    pin_current_thread, spawn_on, throughput_async, throughput_threads,
+    Placement, Plan, Summary, cpu_time_us, latency_async, latency_blocking, on_pinned_thread,
+    on_thread_at, spawn_on, throughput_async, throughput_threads,
 };
 
 mod echo {
@@ -133,7 +133,7 @@ impl Server {
             .arg(socket)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        let child = spawn_on(&mut cmd, cpu.map(valid_cpu))?;
+        let child = spawn_on(&mut cmd, cpu)?;
         let mut server = Self {
             child,
             socket: socket.to_owned(),
@@ -163,25 +163,6 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
     }
-}
-
-/// `cpu`, or CPU 0 on a machine without it (one CPU: both placements run
-/// on the same CPU; `main` already says so).
-fn valid_cpu(cpu: usize) -> usize {
-    if cpu < stats::cpus() { cpu } else { 0 }
-}
-
-/// Runs the blocking `f` on a fresh thread pinned to `cpu`.
-fn on_pinned_std_thread<R: Send>(cpu: usize, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                pin_current_thread(Some(valid_cpu(cpu)))?;
-                f()
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the pinned client thread panicked"))?
-    })
 }
 
 /// Every floor, in report order.
@@ -218,7 +199,7 @@ fn raw_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
     };
     for placement in Placement::ALL {
         let _server = Server::start(me, "raw-echo", &socket, Some(placement.server_cpu()))?;
-        let summary = on_pinned_std_thread(placement.client_cpu(), || {
+        let summary = on_thread_at(Some(placement.client_cpu()), || {
             let mut conn = UnixStream::connect(&socket).context("connect to raw-echo")?;
             latency_blocking(plan, |_| round_trip(&mut conn))
         })?;
@@ -282,7 +263,7 @@ fn tonic_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
     let socket = dir.join("tonic.sock");
     for placement in Placement::ALL {
         let _server = Server::start(me, "tonic-echo", &socket, Some(placement.server_cpu()))?;
-        let summary = on_pinned_thread(valid_cpu(placement.client_cpu()), || async {
+        let summary = on_pinned_thread(placement.client_cpu(), || async {
             let client = echo_channel(&socket).await?;
             latency_async(plan, |_| echo_once(client.clone())).await
         })?;
@@ -315,23 +296,9 @@ fn tonic_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
     Ok(m)
 }
 
-/// keyhaven's `auth_tokens` (first migration), as-is.
-const SCHEMA: &str = "CREATE TABLE auth_tokens (
-    id          INTEGER PRIMARY KEY,
-    provider    TEXT    NOT NULL,
-    server_id   TEXT    NOT NULL,
-    user_id     TEXT    NOT NULL,
-    token_type  TEXT    NOT NULL,
-    ciphertext  BLOB    NOT NULL,
-    nonce       BLOB    NOT NULL,
-    key_id      TEXT    NOT NULL,
-    label       TEXT,
-    revision    INTEGER NOT NULL,
-    created_at  INTEGER NOT NULL,
-    updated_at  INTEGER NOT NULL,
-    expires_at  INTEGER,
-    UNIQUE (provider, server_id, user_id, token_type)
-) STRICT";
+/// keyhaven's schema: the first migration itself, so the floor's table is
+/// the store's table.
+const SCHEMA: &str = include_str!("../../migrations/20261123000001_initial.sql");
 
 const READ: &str = "SELECT ciphertext, nonce, key_id, label, revision, created_at, updated_at, \
      expires_at FROM auth_tokens \
@@ -422,6 +389,29 @@ fn read_row(conn: &rusqlite::Connection, keys: &[[String; 4]], i: u64) -> Result
     Ok(())
 }
 
+/// A floor without a server: single-client latency on a thread pinned to
+/// CPU 0, then one thread per client. `open(c)` gives client `c` its
+/// connection.
+fn local_floor<C: Send>(
+    plan: &Plan,
+    m: &mut Measurement,
+    open: impl Fn(usize) -> Result<C> + Sync,
+    op: impl Fn(&mut C, u64) -> Result<()> + Sync,
+) -> Result<()> {
+    let placement = Placement::SameCpu;
+    let summary = on_thread_at(Some(placement.client_cpu()), || {
+        let mut conn = open(0)?;
+        latency_blocking(plan, |i| op(&mut conn, i))
+    })?;
+    m.latency.push(Placed { placement, summary });
+    for &clients in &plan.clients {
+        let conns = (0..clients).map(&open).collect::<Result<Vec<_>>>()?;
+        let summary = throughput_threads(conns, plan.duration, &op)?;
+        m.throughput.push(Point::new(clients, summary));
+    }
+    Ok(())
+}
+
 fn sqlite_read(plan: &Plan, db: &Path) -> Result<Measurement> {
     let mut m = Measurement::new(
         "sqlite_read",
@@ -430,21 +420,12 @@ fn sqlite_read(plan: &Plan, db: &Path) -> Result<Measurement> {
          WAL; own read-only connection per client",
     );
     let keys: Vec<[String; 4]> = (0..ROWS).map(key).collect();
-    let summary = on_pinned_std_thread(Placement::SameCpu.client_cpu(), || {
-        let conn = open_ro(db)?;
-        latency_blocking(plan, |i| read_row(&conn, &keys, i))
-    })?;
-    m.latency.push(Placed {
-        placement: Placement::SameCpu,
-        summary,
-    });
-    for &clients in &plan.clients {
-        let conns = (0..clients)
-            .map(|_| open_ro(db))
-            .collect::<Result<Vec<_>>>()?;
-        let summary = throughput_threads(conns, plan.duration, |conn, i| read_row(conn, &keys, i))?;
-        m.throughput.push(Point::new(clients, summary));
-    }
+    local_floor(
+        plan,
+        &mut m,
+        |_| open_ro(db),
+        |conn, i| read_row(conn, &keys, i),
+    )?;
     print_line(&m);
     Ok(m)
 }
@@ -547,21 +528,12 @@ fn sqlite_upsert_fsync(plan: &Plan, db: &Path) -> Result<Measurement> {
     );
     let setup = open_rw(db)?;
     setup.execute_batch(SCHEMA)?;
-    let summary = on_pinned_std_thread(Placement::SameCpu.client_cpu(), || {
-        let conn = open_rw(db)?;
-        latency_blocking(plan, |i| upsert(&conn, 0, i))
-    })?;
-    m.latency.push(Placed {
-        placement: Placement::SameCpu,
-        summary,
-    });
-    for &clients in &plan.clients {
-        let conns = (0..clients)
-            .map(|c| Ok((c, open_rw(db)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let summary = throughput_threads(conns, plan.duration, |(c, conn), i| upsert(conn, *c, i))?;
-        m.throughput.push(Point::new(clients, summary));
-    }
+    local_floor(
+        plan,
+        &mut m,
+        |c| Ok((c, open_rw(db)?)),
+        |(c, conn), i| upsert(conn, *c, i),
+    )?;
     drop(setup);
     print_line(&m);
     Ok(m)

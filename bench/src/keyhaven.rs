@@ -54,21 +54,9 @@ impl Home {
     fn command(&self, exe: &Path) -> Command {
         let root = self.dir.path();
         let mut cmd = Command::new(exe);
-        for var in [
-            "KEYHAVEN_SOCKET",
-            "KEYHAVEN_DATA_DIR",
-            "KEYHAVEN_CONFIG",
-            "KEYHAVEN_KEY_FILE",
-            "KEYHAVEN_LOG",
-            "RUST_LOG",
-            "DBUS_SESSION_BUS_ADDRESS",
-            "CREDENTIALS_DIRECTORY",
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "NOTIFY_SOCKET",
-        ] {
-            cmd.env_remove(var);
-        }
+        // Nothing of the caller's environment: no keyhaven settings, no
+        // session bus (so the key-file tier), no socket activation.
+        cmd.env_clear();
         cmd.env("HOME", root)
             .env("XDG_RUNTIME_DIR", root.join("run"))
             .arg("--socket")

@@ -263,13 +263,14 @@ pub fn cpus() -> usize {
 
 /// Pins the calling thread to `cpu` (`None`: every CPU). Threads and
 /// processes it starts afterwards inherit the mask, so pinning, spawning a
-/// server and unpinning places the server.
+/// server and unpinning places the server. A CPU this machine does not
+/// have means CPU 0 (one CPU: both placements share it; `main` says so).
 #[cfg(target_os = "linux")]
 pub fn pin_current_thread(cpu: Option<usize>) -> Result<()> {
     use rustix::thread::{CpuSet, sched_setaffinity};
     let mut set = CpuSet::new();
     match cpu {
-        Some(c) => set.set(c),
+        Some(c) => set.set(if c < cpus() { c } else { 0 }),
         None => {
             for c in 0..CpuSet::MAX_CPU.min(1024) {
                 set.set(c);
@@ -285,6 +286,24 @@ pub fn pin_current_thread(_cpu: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// Runs the blocking `f` on a fresh thread whose CPU mask is `cpu`
+/// (`None`: unpinned), so the caller's own mask is untouched.
+pub fn on_thread_at<R, F>(cpu: Option<usize>, f: F) -> Result<R>
+where
+    R: Send,
+    F: FnOnce() -> Result<R> + Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                pin_current_thread(cpu)?;
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("a pinned thread panicked"))?
+    })
+}
+
 /// Runs `f` on a fresh thread pinned to `cpu`, inside a current-thread
 /// runtime: the client side of a latency run.
 pub fn on_pinned_thread<R, F, Fut>(cpu: usize, f: F) -> Result<R>
@@ -293,35 +312,22 @@ where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<R>>,
 {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                pin_current_thread(Some(cpu))?;
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(f())
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the pinned client thread panicked"))?
+    on_thread_at(Some(cpu), || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(f())
     })
 }
 
-/// Spawns `cmd` with its CPU mask set to `cpu` (`None`: unpinned), from a
-/// short-lived thread so the caller's own mask is untouched.
+/// Spawns `cmd` with its CPU mask set to `cpu` (`None`: unpinned).
 pub fn spawn_on(
     cmd: &mut std::process::Command,
     cpu: Option<usize>,
 ) -> Result<std::process::Child> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                pin_current_thread(cpu)?;
-                cmd.spawn()
-                    .with_context(|| format!("spawn {:?}", cmd.get_program()))
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the spawning thread panicked"))?
+    on_thread_at(cpu, || {
+        cmd.spawn()
+            .with_context(|| format!("spawn {:?}", cmd.get_program()))
     })
 }
 
