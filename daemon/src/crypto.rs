@@ -66,21 +66,37 @@ pub struct Sealed {
 }
 
 impl DataKey {
-    /// Wraps existing key bytes.
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        let bytes = Zeroizing::new(bytes);
+    /// Wraps existing key bytes. They are copied into a buffer that is wiped
+    /// on drop; the caller keeps (and wipes) its own.
+    pub fn from_bytes(raw: &[u8; KEY_LEN]) -> Self {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        bytes.copy_from_slice(raw);
         let id = key_id(&bytes);
-        let cipher = Aes256Gcm::new(&Key::<Aes256Gcm>::from(*bytes));
+        // From a slice: no unwiped `Key` temporary on this stack.
+        let cipher = match Aes256Gcm::new_from_slice(&bytes[..]) {
+            Ok(cipher) => cipher,
+            Err(_) => unreachable!("KEY_LEN is AES-256's key length"),
+        };
         Self { bytes, id, cipher }
     }
 
     /// A new random key from the operating system's CSPRNG.
     pub fn generate() -> Result<Self, CryptoError> {
         let mut key = Key::<Aes256Gcm>::try_generate().map_err(|_| CryptoError::Random)?;
-        let mut bytes = [0u8; KEY_LEN];
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
         bytes.copy_from_slice(&key);
         key.zeroize();
-        Ok(Self::from_bytes(bytes))
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// 32 random bytes from the operating system's CSPRNG, for other
+    /// secrets of the daemon's own (the page-token key).
+    pub fn random_bytes() -> Result<Zeroizing<[u8; KEY_LEN]>, CryptoError> {
+        let mut key = Key::<Aes256Gcm>::try_generate().map_err(|_| CryptoError::Random)?;
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        bytes.copy_from_slice(&key);
+        key.zeroize();
+        Ok(bytes)
     }
 
     /// The key bytes, for writing them to their custody tier.
@@ -220,7 +236,7 @@ mod tests {
         let check = dk.seal_check().unwrap();
         assert!(dk.verify_check(&check));
         assert!(!DataKey::generate().unwrap().verify_check(&check));
-        let same = DataKey::from_bytes(*dk.expose_bytes());
+        let same = DataKey::from_bytes(dk.expose_bytes());
         assert_eq!(same.id(), dk.id());
         assert_eq!(dk.id().len(), 16);
         assert!(!format!("{dk:?}").contains(&format!("{:?}", dk.expose_bytes())));

@@ -52,6 +52,13 @@ impl KeyTier {
         }
     }
 
+    /// True when this tier protects the key less than `other` (it comes
+    /// later in [`KeyTier::ALL`]).
+    pub fn weaker_than(self, other: KeyTier) -> bool {
+        let rank = |t: KeyTier| Self::ALL.iter().position(|a| *a == t);
+        rank(self) > rank(other)
+    }
+
     /// Parses a name given in the config or on the command line.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == name)
@@ -211,7 +218,7 @@ pub fn key_from_bytes(bytes: &[u8]) -> Result<DataKey, &'static str> {
     if bytes.len() == KEY_LEN {
         let mut raw = Zeroizing::new([0u8; KEY_LEN]);
         raw.copy_from_slice(bytes);
-        return Ok(DataKey::from_bytes(*raw));
+        return Ok(DataKey::from_bytes(&raw));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| "neither text nor 32 raw bytes")?;
     let hex = text
@@ -226,7 +233,7 @@ pub fn key_from_bytes(bytes: &[u8]) -> Result<DataKey, &'static str> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or("not hexadecimal")?, 16)
             .map_err(|_| "not hexadecimal")?;
     }
-    Ok(DataKey::from_bytes(*raw))
+    Ok(DataKey::from_bytes(&raw))
 }
 
 /// Key custody for one store.
@@ -334,10 +341,11 @@ impl Custody {
             KeyTier::Keyring => {
                 let user = self.keyring_user(slot);
                 let text = key_to_text(key);
-                let bytes = text.as_bytes().to_vec();
+                // Wiped on drop even if the call times out before it runs.
+                let bytes = Zeroizing::new(text.as_bytes().to_vec());
                 self.config
                     .keyring
-                    .call(move |k| k.set(&user, &Zeroizing::new(bytes)))
+                    .call(move |k| k.set(&user, &bytes))
                     .await?;
             }
             KeyTier::File => write_key_file(&self.file_path(slot), key)?,
