@@ -271,6 +271,8 @@ pub struct DaemonStatus {
     pub key_id: String,
     /// Every key tier as the daemon last saw it.
     pub key_tiers: Vec<KeyTierState>,
+    /// Which per-app policy is in force, and where it came from.
+    pub policy: String,
 }
 
 /// One key tier as the daemon saw it.
@@ -629,6 +631,7 @@ fn status_from_pb(s: pb::StatusResponse) -> DaemonStatus {
                 detail: t.detail,
             })
             .collect(),
+        policy: s.policy,
     }
 }
 

@@ -796,6 +796,7 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
             "uptime_seconds": s.uptime_seconds,
             "key_id": s.key_id,
             "key_problem": s.key_problem,
+            "policy": s.policy,
             "key_tiers": s.key_tiers.iter().map(|t| serde_json::json!({
                 "tier": t.tier, "state": t.state, "detail": t.detail,
             })).collect::<Vec<_>>(),
@@ -818,6 +819,7 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
         None => println!("key tier:  {} ({})", s.key_tier, s.key_source),
         Some(problem) => println!("key:       LOCKED: {problem}"),
     }
+    println!("policy:    {}", s.policy);
     println!(
         "client:    keyhaven {} (protocol {})",
         env!("CARGO_PKG_VERSION"),

@@ -1,21 +1,28 @@
-//! The audit log: every Retrieve, Store, Delete, Logout, List, Watch and
-//! every refusal, with time, caller, key and outcome, in the store's
-//! `audit_log` table. Never a secret.
+//! The audit log: every Retrieve, Store, Delete, Logout, List, Watch, every
+//! admin action and every refusal, with time, caller, key and outcome, in
+//! the store's `audit_log` table. Never a secret.
 //!
-//! Requests hand records to a bounded queue and go on; one background task
-//! writes them in batches (one transaction each), so auditing adds no fsync
-//! to a Retrieve. A batch lingers up to [`LINGER`] for company, so under
-//! any load the log costs at most one commit per interval instead of one
-//! per request (each commit would also invalidate every reader's page
-//! cache); a crash loses at most that interval of audit records, never a
-//! credential write. If the queue is full the record is dropped and counted
-//! (WARN), rather than slowing every caller down. [`AuditLog::flush`] waits
-//! until everything queued before it is written, so a query sees the
-//! caller's own recent actions. Retention: entries older than `max_age` and
-//! beyond the newest `max_entries` are pruned by the maintenance task.
+//! The rule: a request is answered only after its record is in the queue,
+//! and the queue never drops a record. Requests hand records to a bounded
+//! queue and wait only when it is full (back-pressure: a flood of cheap
+//! calls slows the flood, it does not push other records out). One
+//! background task writes them in batches (one transaction each), so
+//! auditing adds no fsync to a Retrieve. A batch lingers up to [`LINGER`]
+//! for company, so under any load the log costs at most one commit per
+//! interval instead of one per request; a crash loses at most that interval
+//! of audit records, never a credential write. If a batch cannot be written
+//! (disk full, I/O error) the writer keeps it and retries, and until it is
+//! written every audited request is refused UNAVAILABLE rather than served
+//! unrecorded. [`AuditLog::flush`] waits until everything queued before it
+//! is written, so a query sees the caller's own recent actions.
+//!
+//! Retention: entries older than `max_age` are pruned by the maintenance
+//! task. `max_entries` never removes an entry younger than `max_age`: past
+//! it the log keeps growing and a WARN says so, so no read can be pushed
+//! out of the log by a flood of newer records.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -128,9 +135,18 @@ pub struct AuditLog {
     /// Wakes the lingering writer early: on a flush, or when the queue is
     /// half full.
     wake: Arc<Notify>,
-    dropped: Arc<AtomicU64>,
+    /// Set while the writer cannot write its batch; requests are refused.
+    failing: Arc<AtomicBool>,
     store: Database,
 }
+
+/// The audit log cannot take the record, so the request is not served.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "the audit log cannot be written (see keyhavend's log); requests are refused until it can, \
+     so that nothing is served unrecorded"
+)]
+pub struct AuditUnavailable;
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,37 +162,50 @@ impl AuditLog {
     pub fn start(store: Database) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let wake = Arc::new(Notify::new());
-        tokio::spawn(writer(store.clone(), rx, wake.clone()));
+        let failing = Arc::new(AtomicBool::new(false));
+        tokio::spawn(writer(store.clone(), rx, wake.clone(), failing.clone()));
         Self {
             tx,
             wake,
-            dropped: Arc::new(AtomicU64::new(0)),
+            failing,
             store,
         }
     }
 
-    /// Queues a record; never waits.
-    pub fn record(&self, record: Record) {
-        let sent = self.tx.try_send(Message::Record(record));
+    /// True while a batch cannot be written (requests are refused).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
+    /// Queues a record, waiting for room when the queue is full. Fails
+    /// while the log cannot be written, or once the writer is gone.
+    pub async fn record(&self, record: Record) -> Result<(), AuditUnavailable> {
+        if self.failing.load(Ordering::Acquire) {
+            return Err(AuditUnavailable);
+        }
+        let message = Message::Record(record);
+        let sent = match self.tx.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                self.wake.notify_one();
+                self.tx.send(message).await.map_err(|_| AuditUnavailable)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditUnavailable),
+        };
         if self.tx.capacity() < QUEUE / 2 {
             self.wake.notify_one();
         }
-        if sent.is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n, "audit queue full; audit records dropped");
-            }
-        }
+        sent
     }
 
     /// Records a request's outcome.
-    pub fn outcome(
+    pub async fn outcome(
         &self,
         caller: &Identity,
         operation: &'static str,
         key: Option<&CanonicalKey>,
         status: Option<&tonic::Status>,
-    ) {
+    ) -> Result<(), AuditUnavailable> {
         let (outcome, detail) = match status {
             None => ("OK".to_owned(), String::new()),
             Some(s) => (code_name(s.code()).to_owned(), s.message().to_owned()),
@@ -188,7 +217,8 @@ impl AuditLog {
             key: key.cloned(),
             outcome,
             detail,
-        });
+        })
+        .await
     }
 
     /// Waits until every record queued before this call is written.
@@ -235,7 +265,9 @@ impl AuditLog {
         Ok(rows.into_iter().map(EntryRow::into_entry).collect())
     }
 
-    /// Deletes entries beyond the retention limits; returns how many.
+    /// Deletes entries older than the retention age; returns how many.
+    /// Beyond `max_entries` nothing younger is deleted: a WARN says the log
+    /// is over its size and why.
     pub async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
         let _guard = self.store.write_lock().await;
         let cutoff =
@@ -245,14 +277,20 @@ impl AuditLog {
             .execute(self.store.writer())
             .await?
             .rows_affected();
-        let keep = i64::try_from(retention.max_entries).unwrap_or(i64::MAX);
-        let by_count =
-            sqlx::query("DELETE FROM audit_log WHERE id <= (SELECT MAX(id) FROM audit_log) - ?")
-                .bind(keep)
-                .execute(self.store.writer())
-                .await?
-                .rows_affected();
-        Ok(by_age + by_count)
+        let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(self.store.writer())
+            .await?;
+        if u64::try_from(kept).unwrap_or(0) > retention.max_entries {
+            tracing::warn!(
+                entries = kept,
+                audit_max_entries = retention.max_entries,
+                audit_max_age_days = retention.max_age.as_secs() / 86_400,
+                "the audit log holds more entries than audit_max_entries, all younger than \
+                 audit_max_age_days; none is deleted early, so no request goes unrecorded \
+                 (lower audit_max_age_days or raise audit_max_entries)"
+            );
+        }
+        Ok(by_age)
     }
 }
 
@@ -303,7 +341,12 @@ impl EntryRow {
 /// a batch wakes this task, so a request costs no wake-up), then writes
 /// everything queued, `BATCH` records per transaction, and answers the
 /// flushes that were waiting.
-async fn writer(store: Database, mut rx: mpsc::Receiver<Message>, wake: Arc<Notify>) {
+async fn writer(
+    store: Database,
+    mut rx: mpsc::Receiver<Message>,
+    wake: Arc<Notify>,
+    failing: Arc<AtomicBool>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -320,24 +363,46 @@ async fn writer(store: Database, mut rx: mpsc::Receiver<Message>, wake: Arc<Noti
                 Message::Flush(ack) => waiting.push(ack),
             }
             if batch.len() == BATCH {
-                write_logged(&store, &mut batch).await;
+                write_until_done(&store, &mut batch, &failing).await;
             }
             next = rx.try_recv().ok();
         }
-        write_logged(&store, &mut batch).await;
+        write_until_done(&store, &mut batch, &failing).await;
         for ack in waiting.drain(..) {
             let _ = ack.send(());
         }
     }
 }
 
-async fn write_logged(store: &Database, batch: &mut Vec<Record>) {
-    if !batch.is_empty()
-        && let Err(e) = write_batch(store, batch).await
-    {
-        tracing::error!(error = %e, records = batch.len(), "could not write audit records");
+/// Writes the batch, retrying (and refusing audited requests meanwhile)
+/// until it is in the log. A record is never thrown away.
+async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &AtomicBool) {
+    if batch.is_empty() {
+        return;
     }
-    batch.clear();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match write_batch(store, batch).await {
+            Ok(()) => {
+                if failing.swap(false, Ordering::AcqRel) {
+                    tracing::warn!("the audit log can be written again; serving requests");
+                }
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                if !failing.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        error = %e,
+                        records = batch.len(),
+                        "could not write audit records; refusing audited requests until they are written"
+                    );
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 async fn write_batch(store: &Database, batch: &[Record]) -> Result<(), StoreError> {

@@ -18,6 +18,7 @@
 //! idle_exit_seconds = 0                          # socket-activated only: exit when idle this long (0: never)
 //! legacy_read_through = true                     # on a miss, look in JellyTau's and Reel's keyring entries
 //! legacy_keyring_cleanup = false                 # remove a legacy entry once it is verified in the store
+//! allow_key_downgrade = false                    # let `key move` weaken the key's tier (e.g. keyring -> file)
 //!
 //! [policy]                                       # optional per-app policy, see `policy.rs`
 //! default = "allow"
@@ -85,6 +86,9 @@ pub struct FileConfig {
     pub legacy_read_through: Option<bool>,
     /// Remove a legacy keyring entry after its verified migration.
     pub legacy_keyring_cleanup: Option<bool>,
+    /// Allow `keyhaven key move` to a weaker key tier (e.g. keyring to
+    /// key file).
+    pub allow_key_downgrade: Option<bool>,
     /// Per-app policy.
     pub policy: Option<PolicyConfig>,
 }
@@ -162,6 +166,8 @@ pub struct Settings {
     pub idle_exit: Option<Duration>,
     /// Legacy keyring read-through.
     pub legacy: LegacyOptions,
+    /// MoveKey may move the data key to a weaker tier.
+    pub allow_key_downgrade: bool,
 }
 
 impl Settings {
@@ -190,6 +196,7 @@ impl Settings {
             key_retry: Duration::from_secs(DEFAULT_KEY_RETRY_SECONDS),
             idle_exit: None,
             legacy: LegacyOptions::default(),
+            allow_key_downgrade: false,
         }
     }
 
@@ -219,7 +226,7 @@ impl Settings {
             path: config_path.clone(),
             reason,
         };
-        let policy = Policy::from_config(file.policy.unwrap_or_default())
+        let policy = Policy::from_section(file.policy)
             .map_err(|e| config_error(e.to_string()))?;
         let sweep = file
             .expiry_sweep_seconds
@@ -281,6 +288,7 @@ impl Settings {
                 enabled: file.legacy_read_through.unwrap_or(true),
                 cleanup: file.legacy_keyring_cleanup.unwrap_or(false),
             },
+            allow_key_downgrade: file.allow_key_downgrade.unwrap_or(false),
         })
     }
 
@@ -296,18 +304,15 @@ impl Settings {
 }
 
 fn load_file(path: &Path, must_exist: bool) -> Result<FileConfig, StartError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
-            return Ok(FileConfig::default());
-        }
-        Err(source) => {
+    let Some(text) = crate::fsutil::read_config(path)? else {
+        if must_exist {
             return Err(StartError::Io {
                 what: "read the config file",
                 path: path.to_path_buf(),
-                source,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
+        return Ok(FileConfig::default());
     };
     toml::from_str(&text).map_err(|e| StartError::Config {
         path: path.to_path_buf(),

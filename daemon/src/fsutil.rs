@@ -183,3 +183,82 @@ mod tests {
         );
     }
 }
+
+/// Reads a config file that steers the daemon (settings and the per-app
+/// policy), after checking who can change it: the file (symlinks followed,
+/// so a config kept in a dotfiles repository still works) and the directory
+/// it sits in must be owned by this user or root and not writable by group
+/// or others; otherwise another user could rewrite the policy. The checks
+/// are made on the opened file, so the bytes read are the bytes checked.
+/// `Ok(None)` when the file does not exist.
+pub fn read_config(path: &Path) -> Result<Option<String>, StartError> {
+    use std::io::Read;
+    let io = |what, source| StartError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("read the config file", e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| io("inspect the config file", e))?;
+    if !meta.is_file() {
+        return Err(StartError::Insecure {
+            path: path.to_path_buf(),
+            reason: "the config file is not a regular file".into(),
+        });
+    }
+    #[cfg(unix)]
+    {
+        check_steering(path, &meta, "the config file")?;
+        let real = std::fs::canonicalize(path).map_err(|e| io("resolve the config file", e))?;
+        if let Some(dir) = real.parent() {
+            let dir_meta = std::fs::metadata(dir).map_err(|source| StartError::Io {
+                what: "inspect the config file's directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            check_steering(dir, &dir_meta, "the config file's directory")?;
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| io("read the config file", e))?;
+    Ok(Some(text))
+}
+
+/// Owned by this user or root, and not writable by group or others.
+#[cfg(unix)]
+fn check_steering(path: &Path, meta: &std::fs::Metadata, what: &str) -> Result<(), StartError> {
+    let uid = keyhaven_proto::paths::current_uid();
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(StartError::Insecure {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{what} is owned by uid {}, not by keyhavend's user (uid {uid}) or root: that \
+                 user could change keyhaven's settings and policy",
+                meta.uid()
+            ),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    // A sticky directory (like /tmp) lets others add files but not replace
+    // ours.
+    let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky_dir {
+        return Err(StartError::Insecure {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{what} has mode {:03o}: other users could change keyhaven's settings and \
+                 policy; run `chmod go-w {}`",
+                mode & 0o777,
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}

@@ -128,7 +128,7 @@ impl ReadThrough {
             Err(e) => {
                 tracing::warn!(%key, legacy = %found.name, error = %e,
                     "migrating a legacy keyring entry failed; it stays in the keyring");
-                record(audit, key, "FAILED", format!("store: {e}"));
+                record(audit, key, "FAILED", format!("store: {e}")).await;
                 return Err(e);
             }
         }
@@ -141,7 +141,8 @@ impl ReadThrough {
                 key,
                 "FAILED",
                 format!("read-back differs; {} kept", found.name),
-            );
+            )
+            .await;
             return Ok((meta, secret));
         }
         tracing::info!(%key, legacy = %found.name, "migrated a legacy keyring entry into the store");
@@ -165,7 +166,7 @@ impl ReadThrough {
                 }
             }
         }
-        record(audit, key, "OK", detail);
+        record(audit, key, "OK", detail).await;
         Ok((meta, secret))
     }
 
@@ -225,13 +226,17 @@ pub fn daemon_identity() -> Identity {
     id
 }
 
-fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &str, detail: String) {
-    audit.record(Record {
+/// A migration's record. Its failure is not the caller's: the Retrieve
+/// that triggered it is audited (and refused if the log is failing) on its own.
+async fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &str, detail: String) {
+    let _ = audit
+        .record(Record {
         at: keyhaven_proto::time::now_unix_ms(),
         caller: daemon_identity(),
         operation: "migrate",
         key: Some(key.clone()),
         outcome: outcome.to_owned(),
         detail,
-    });
+    })
+        .await;
 }

@@ -362,7 +362,7 @@ async fn prepare_with(
     vault.unlock().await.map_err(|e| match e {
         vault::VaultError::Key(k) => StartError::Key(k),
         vault::VaultError::Store(s) => StartError::Store(s),
-        vault::VaultError::Refused(reason) => StartError::Config {
+        vault::VaultError::Refused(reason) | vault::VaultError::Downgrade(reason) => StartError::Config {
             path: db_path.clone(),
             reason,
         },
@@ -386,6 +386,11 @@ async fn prepare_with(
         policy,
         stopping,
         legacy: legacy::ReadThrough::new(settings.legacy, keyring),
+        allow_key_downgrade: settings.allow_key_downgrade,
+        pages: service::PageTokens::new().map_err(|e| StartError::Config {
+            path: db_path.clone(),
+            reason: format!("cannot draw the page-token key: {e}"),
+        })?,
     });
     Ok(Prepared {
         shared,

@@ -266,7 +266,7 @@ async fn accept_loop(
                     "uid {uid} is not the daemon's user ({})",
                     policy.own_uid
                 ));
-                audit.outcome(&who, "connect", None, Some(&status));
+                let _ = audit.outcome(&who, "connect", None, Some(&status)).await;
             }
             continue;
         }
@@ -284,7 +284,9 @@ async fn accept_loop(
                     );
                     if let Some(audit) = &policy.audit {
                         let status = tonic::Status::resource_exhausted("max_connections reached");
-                        audit.outcome(&identity, "connect", None, Some(&status));
+                        let _ = audit
+                            .outcome(&identity, "connect", None, Some(&status))
+                            .await;
                     }
                     (p, false)
                 }

@@ -1,6 +1,7 @@
 //! Optional per-app policy: which programs may read or write which
-//! credentials. Without a `[policy]` section every program of the user may
-//! use every credential, so sharing works out of the box.
+//! credentials, and which may administer the store. Without a `[policy]`
+//! section every program of the user may use every credential and
+//! administer the store, so sharing works out of the box.
 //!
 //! ```toml
 //! [policy]
@@ -13,14 +14,31 @@
 //! servers = ["srv-1"]              # empty or absent: every server
 //!
 //! [[policy.rules]]
-//! exe = "/usr/bin/feishin"         # executable path (identifies, does not authenticate)
+//! exe = "/usr/bin/keyhaven"        # executable path (identifies, does not authenticate)
+//! access = ["admin"]               # RotateKey, MoveKey, Audit.Query
+//!
+//! [[policy.rules]]
+//! exe = "/usr/bin/feishin"
 //! action = "deny"                  # "allow" if absent
 //! ```
 //!
 //! Rules are tried in order; the first whose program, access and scope all
 //! match decides. List and Watch show metadata only and are not restricted.
+//!
+//! `admin` is different: once a `[policy]` section exists, only a rule that
+//! names `"admin"` in its `access` grants it, whatever `default` says, and
+//! such a rule covers the whole store (it names no providers or servers).
+//! A rule without `access` covers read and write, never admin.
+//!
+//! A rule can only name what this platform can tell about a caller: the
+//! executable and the sandbox app id are read on Linux only, so elsewhere a
+//! rule with `exe` or `app_id` is refused at load rather than silently
+//! never matching.
+//!
 //! The policy is re-read on SIGHUP and when the config file changes; a
-//! broken file keeps the previous policy and logs why.
+//! broken file keeps the previous policy and logs why. A deleted config
+//! file leaves no policy in force, logged at WARN; `keyhaven status` shows
+//! the policy in force.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -41,7 +59,7 @@ pub enum Action {
     Deny,
 }
 
-/// What a request does to a secret.
+/// What a request does to a secret, or to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
@@ -49,6 +67,8 @@ pub enum Access {
     Read,
     /// Store, Delete, Logout.
     Write,
+    /// RotateKey, MoveKey, Audit.Query: the whole store and its key.
+    Admin,
 }
 
 impl Access {
@@ -56,9 +76,15 @@ impl Access {
         match self {
             Self::Read => "read",
             Self::Write => "write",
+            Self::Admin => "admin",
         }
     }
 }
+
+/// Whether this platform tells the daemon a caller's executable path.
+pub const CAN_MATCH_EXE: bool = cfg!(target_os = "linux");
+/// Whether this platform tells the daemon a caller's sandbox app id.
+pub const CAN_MATCH_APP_ID: bool = cfg!(target_os = "linux");
 
 /// `[policy]` as written in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,6 +122,8 @@ pub struct RuleConfig {
 /// A checked policy.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
+    /// A `[policy]` section exists (admin access then needs a rule).
+    present: bool,
     default: Action,
     rules: Vec<RuleConfig>,
 }
@@ -109,9 +137,42 @@ pub struct PolicyError {
 }
 
 impl Policy {
+    /// Validates the `[policy]` section, if there is one.
+    pub fn from_section(section: Option<PolicyConfig>) -> Result<Self, PolicyError> {
+        match section {
+            None => Ok(Self::default()),
+            Some(config) => Self::from_config(config),
+        }
+    }
+
     /// Validates a `[policy]` section.
     pub fn from_config(config: PolicyConfig) -> Result<Self, PolicyError> {
         for (i, rule) in config.rules.iter().enumerate() {
+            if rule.exe.is_some() && !CAN_MATCH_EXE {
+                return Err(PolicyError {
+                    index: i + 1,
+                    reason: "names an exe, but keyhavend cannot read a caller's executable on \
+                             this platform, so the rule could never match",
+                });
+            }
+            if rule.app_id.is_some() && !CAN_MATCH_APP_ID {
+                return Err(PolicyError {
+                    index: i + 1,
+                    reason: "names an app_id, but this platform has no sandbox app ids \
+                             keyhavend can read, so the rule could never match",
+                });
+            }
+            let grants_admin = rule
+                .access
+                .as_ref()
+                .is_some_and(|a| a.contains(&Access::Admin));
+            if grants_admin && (!rule.providers.is_empty() || !rule.servers.is_empty()) {
+                return Err(PolicyError {
+                    index: i + 1,
+                    reason: "admin access covers the whole store: a rule naming \"admin\" \
+                             cannot name providers or servers",
+                });
+            }
             if rule.exe.is_none() && rule.app_id.is_none() {
                 return Err(PolicyError {
                     index: i + 1,
@@ -126,6 +187,7 @@ impl Policy {
             }
         }
         Ok(Self {
+            present: true,
             default: config.default,
             rules: config.rules,
         })
@@ -133,7 +195,32 @@ impl Policy {
 
     /// True when the policy restricts nothing.
     pub fn is_open(&self) -> bool {
-        self.default == Action::Allow && self.rules.is_empty()
+        !self.present
+    }
+
+    /// One line for `keyhaven status`: which policy is in force.
+    pub fn describe(&self) -> String {
+        if !self.present {
+            return "none: every program of this user may read, write and administer".into();
+        }
+        let admin = self
+            .rules
+            .iter()
+            .filter(|r| {
+                r.action == Action::Allow
+                    && r.access.as_ref().is_some_and(|a| a.contains(&Access::Admin))
+            })
+            .count();
+        format!(
+            "default {}, {} rule{}; admin granted by {admin} rule{}",
+            match self.default {
+                Action::Allow => "allow",
+                Action::Deny => "deny",
+            },
+            self.rules.len(),
+            if self.rules.len() == 1 { "" } else { "s" },
+            if admin == 1 { "" } else { "s" },
+        )
     }
 
     /// Decides a request; `Err` carries the refusal, naming the rule.
@@ -144,6 +231,9 @@ impl Policy {
         provider: &str,
         server_id: &str,
     ) -> Result<(), String> {
+        if access == Access::Admin && !self.present {
+            return Ok(());
+        }
         for (i, rule) in self.rules.iter().enumerate() {
             let program = rule
                 .exe
@@ -153,7 +243,12 @@ impl Policy {
                     .app_id
                     .as_deref()
                     .is_none_or(|app| who.app_id.as_deref() == Some(app));
-            let covers_access = rule.access.as_ref().is_none_or(|a| a.contains(&access));
+            // Without `access` a rule covers read and write; admin only
+            // when named.
+            let covers_access = match &rule.access {
+                Some(a) => a.contains(&access),
+                None => access != Access::Admin,
+            };
             let covers_provider =
                 rule.providers.is_empty() || rule.providers.iter().any(|p| p == provider);
             let covers_server =
@@ -170,6 +265,13 @@ impl Policy {
                     )),
                 };
             }
+        }
+        if access == Access::Admin {
+            return Err(format!(
+                "a per-app policy is in force and no rule grants {} admin access (key rotation, \
+                 key moves, the audit log); add a rule with access = [\"admin\"] for it",
+                who.describe(),
+            ));
         }
         match self.default {
             Action::Allow => Ok(()),
@@ -219,6 +321,17 @@ impl PolicyHandle {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// One line for `keyhaven status`: the policy in force and where it
+    /// came from.
+    pub fn describe(&self) -> String {
+        let policy = self.get();
+        match (&self.config_path, policy.is_open()) {
+            (Some(path), false) => format!("[policy] of {}: {}", path.display(), policy.describe()),
+            (Some(path), true) => format!("{} (no [policy] in {})", policy.describe(), path.display()),
+            (None, _) => policy.describe(),
+        }
+    }
+
     /// Re-reads the config file's `[policy]`. On error the old policy
     /// stays and the error is returned.
     pub fn reload(&self) -> Result<(), String> {
@@ -228,17 +341,32 @@ impl PolicyHandle {
         if let Ok(mut seen) = self.seen_mtime.write() {
             *seen = mtime(path);
         }
-        let policy = load_policy(path)?;
+        let had_policy = !self.get().is_open();
+        let (policy, found) = load_policy(path)?;
         let open = policy.is_open();
         match self.current.write() {
             Ok(mut cur) => *cur = Arc::new(policy),
             Err(e) => *e.into_inner() = Arc::new(policy),
         }
-        tracing::info!(path = %path.display(), open, "policy reloaded");
+        if !found && had_policy {
+            tracing::warn!(
+                path = %path.display(),
+                "the config file is gone: no per-app policy is in force now, every program of \
+                 this user may read, write and administer; restore the file to restrict them again"
+            );
+        } else if open && had_policy {
+            tracing::warn!(
+                path = %path.display(),
+                "the [policy] section is gone: no per-app policy is in force now"
+            );
+        } else {
+            tracing::info!(path = %path.display(), open, "policy reloaded");
+        }
         Ok(())
     }
 
-    /// Reloads when the config file's modification time changed.
+    /// Reloads when the config file's modification time changed (or it
+    /// appeared or disappeared).
     pub fn reload_if_changed(&self) {
         let Some(path) = &self.config_path else {
             return;
@@ -257,22 +385,22 @@ fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Reads just the `[policy]` section of a config file (absent file or
-/// section: the open policy).
-pub fn load_policy(path: &Path) -> Result<Policy, String> {
+/// Reads just the `[policy]` section of a config file, through the same
+/// owner and mode check as every config read. Returns the policy and
+/// whether the file exists (absent file or section: no policy).
+pub fn load_policy(path: &Path) -> Result<(Policy, bool), String> {
     #[derive(Deserialize)]
     struct OnlyPolicy {
         policy: Option<PolicyConfig>,
     }
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::default()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    let Some(text) = crate::fsutil::read_config(path).map_err(|e| e.to_string())? else {
+        return Ok((Policy::default(), false));
     };
     let parsed: OnlyPolicy =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Policy::from_config(parsed.policy.unwrap_or_default())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let policy =
+        Policy::from_section(parsed.policy).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((policy, true))
 }
 
 #[cfg(test)]

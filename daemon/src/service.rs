@@ -48,6 +48,83 @@ pub struct Shared {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Legacy keyring read-through on a `Retrieve` miss.
     pub legacy: ReadThrough,
+    /// MoveKey may move the key to a weaker tier (`allow_key_downgrade`).
+    pub allow_key_downgrade: bool,
+    /// Signs and checks `List` and `Audit.Query` page tokens.
+    pub pages: PageTokens,
+}
+
+/// Page tokens the daemon can recognise as its own: the position, then an
+/// HMAC-SHA256 of it under a key drawn at start-up. A token this daemon did
+/// not issue (forged, edited, or from before a restart) is refused
+/// INVALID_ARGUMENT instead of silently starting a page somewhere else.
+pub struct PageTokens {
+    key: zeroize::Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for PageTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PageTokens([REDACTED])")
+    }
+}
+
+const TOKEN_MAC_HEX: usize = 32;
+
+impl PageTokens {
+    /// Draws a fresh key.
+    pub fn new() -> Result<Self, crate::crypto::CryptoError> {
+        Ok(Self {
+            key: crate::crypto::DataKey::random_bytes()?,
+        })
+    }
+
+    fn mac(&self, kind: &str, payload: &str) -> String {
+        use sha2::{Digest, Sha256};
+        // HMAC (RFC 2104) over SHA-256 with a 32-byte key.
+        let mut inner_pad = [0x36u8; 64];
+        let mut outer_pad = [0x5cu8; 64];
+        for (i, b) in self.key.iter().enumerate() {
+            inner_pad[i] ^= b;
+            outer_pad[i] ^= b;
+        }
+        let inner = Sha256::new()
+            .chain_update(inner_pad)
+            .chain_update(kind.as_bytes())
+            .chain_update([0u8])
+            .chain_update(payload.as_bytes())
+            .finalize();
+        let outer = Sha256::new()
+            .chain_update(outer_pad)
+            .chain_update(inner)
+            .finalize();
+        inner_pad.fill(0);
+        outer_pad.fill(0);
+        let mut hex = String::with_capacity(TOKEN_MAC_HEX);
+        for b in &outer[..TOKEN_MAC_HEX / 2] {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        hex
+    }
+
+    /// A token for `payload` (a position) of page kind `kind`.
+    pub fn issue(&self, kind: &str, payload: &str) -> String {
+        format!("{}.{payload}", self.mac(kind, payload))
+    }
+
+    /// The position in `token`, if this daemon issued it for `kind`.
+    pub fn check<'t>(&self, kind: &str, token: &'t str) -> Result<&'t str, ServiceError> {
+        let refused = || ServiceError::Invalid("page_token is not one this daemon issued".into());
+        let (mac, payload) = token.split_once('.').ok_or_else(refused)?;
+        let expected = self.mac(kind, payload);
+        // Constant time: the comparison does not tell how much matched.
+        let same = mac.len() == expected.len()
+            && mac
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same { Ok(payload) } else { Err(refused()) }
+    }
 }
 
 /// `keyhaven.v1.Credentials`.
@@ -127,23 +204,31 @@ fn context<T>(
 impl Shared {
     /// Turns a handler's result into the gRPC answer, records it in the
     /// audit log and logs it (key and caller, never the secret).
-    fn finish<T>(
+    async fn finish<T>(
         &self,
         op: &'static str,
         peer: &Peer,
         key: Option<&CanonicalKey>,
         result: Result<T, ServiceError>,
     ) -> Result<Response<T>, Status> {
-        let result = result.map(Response::new).map_err(Status::from);
-        self.audit
-            .outcome(&peer.identity, op, key, result.as_ref().err());
+        let mut result = result.map(Response::new).map_err(Status::from);
+        let write = matches!(op, "store" | "delete" | "logout");
+        if let Err(e) = self
+            .audit
+            .outcome(&peer.identity, op, key, result.as_ref().err())
+            .await
+            && !write
+        {
+            // Nothing is served unrecorded. (A write that got this far is
+            // committed; its caller must hear that it happened.)
+            result = Err(Status::unavailable(e.to_string()));
+        }
         let who = &peer.identity;
         let key = key.map(ToString::to_string).unwrap_or_default();
         // Every request, read or write, is in the audit log with its
         // caller; the journal gets refusals and failures. A line per
         // successful write (an app refreshing its token, an import) is at
         // debug: at load it cost more than the write's share of the commit.
-        let write = matches!(op, "store" | "delete" | "logout");
         match &result {
             Ok(_) if write => tracing::debug!(op, %key, caller = %who.describe(), "done"),
             Ok(_) => tracing::debug!(op, %key, uid = who.uid, pid = who.pid, "ok"),
@@ -163,6 +248,21 @@ impl Shared {
                 code = ?status.code(), message = status.message(), "refused"),
         }
         result
+    }
+
+    /// Admin access (RotateKey, MoveKey, Audit.Query) under the policy.
+    fn admin(&self, who: &Identity) -> Result<(), ServiceError> {
+        self.allow(who, Access::Admin, "", "")
+    }
+
+    /// Refuses work while the audit log cannot be written.
+    fn audited(&self) -> Result<(), ServiceError> {
+        if self.audit.is_failing() {
+            return Err(ServiceError::Unavailable(
+                crate::audit::AuditUnavailable.to_string(),
+            ));
+        }
+        Ok(())
     }
 
     /// Applies the per-app policy.
@@ -227,7 +327,9 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<pb::StoreResponse>, Status> {
         let (peer, key) = context(&request, request.get_ref().key.as_ref());
         let result = self.store_one(&peer.identity, request.into_inner()).await;
-        self.shared.finish("store", &peer, key.as_ref(), result)
+        self.shared
+            .finish("store", &peer, key.as_ref(), result)
+            .await
     }
 
     async fn retrieve(
@@ -238,7 +340,9 @@ impl Credentials for CredentialsService {
         let result = self
             .retrieve_one(&peer.identity, request.into_inner())
             .await;
-        self.shared.finish("retrieve", &peer, key.as_ref(), result)
+        self.shared
+            .finish("retrieve", &peer, key.as_ref(), result)
+            .await
     }
 
     async fn delete(
@@ -247,7 +351,9 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let (peer, key) = context(&request, request.get_ref().key.as_ref());
         let result = self.delete_one(&peer.identity, request.into_inner()).await;
-        self.shared.finish("delete", &peer, key.as_ref(), result)
+        self.shared
+            .finish("delete", &peer, key.as_ref(), result)
+            .await
     }
 
     async fn list(
@@ -256,7 +362,7 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let (peer, _) = context(&request, None);
         let result = self.list_page(request.into_inner()).await;
-        self.shared.finish("list", &peer, None, result)
+        self.shared.finish("list", &peer, None, result).await
     }
 
     type WatchStream = watch::EventStream;
@@ -267,7 +373,7 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (peer, _) = context(&request, None);
         let result = watch::start(&self.shared, request.into_inner()).await;
-        self.shared.finish("watch", &peer, None, result)
+        self.shared.finish("watch", &peer, None, result).await
     }
 
     async fn logout(
@@ -276,7 +382,7 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let (peer, _) = context(&request, None);
         let result = self.logout_all(&peer.identity, request.into_inner()).await;
-        self.shared.finish("logout", &peer, None, result)
+        self.shared.finish("logout", &peer, None, result).await
     }
 }
 
@@ -317,6 +423,7 @@ impl CredentialsService {
         who: &Identity,
         req: pb::StoreRequest,
     ) -> Result<pb::StoreResponse, ServiceError> {
+        self.shared.audited()?;
         let put = self.validate_put(req)?;
         self.shared
             .allow(who, Access::Write, put.key.provider(), put.key.server_id())?;
@@ -364,6 +471,7 @@ impl CredentialsService {
         }
         self.shared
             .allow(who, Access::Write, key.provider(), key.server_id())?;
+        self.shared.audited()?;
         let meta = self
             .shared
             .vault
@@ -389,6 +497,7 @@ impl CredentialsService {
         )?;
         self.shared
             .allow(who, Access::Write, &req.provider, &req.server_id)?;
+        self.shared.audited()?;
         let removed = self
             .shared
             .vault
@@ -403,9 +512,11 @@ impl CredentialsService {
         // One audit entry per credential the logout removed, so a key's
         // history shows how it went away.
         for meta in &removed {
-            self.shared
+            let _ = self
+                .shared
                 .audit
-                .outcome(who, "logout", Some(&meta.key), None);
+                .outcome(who, "logout", Some(&meta.key), None)
+                .await;
         }
         Ok(pb::LogoutResponse {
             deleted: removed.into_iter().map(to_pb).collect(),
@@ -422,7 +533,8 @@ impl CredentialsService {
             req.match_empty_user_id,
         )?;
         if !req.page_token.is_empty() {
-            filter.after = Some(CanonicalKey::parse(&req.page_token).map_err(|_| {
+            let after = self.shared.pages.check("list", &req.page_token)?;
+            filter.after = Some(CanonicalKey::parse(after).map_err(|_| {
                 ServiceError::Invalid("page_token is not one this daemon issued".into())
             })?);
         }
@@ -430,7 +542,9 @@ impl CredentialsService {
         let mut rows = self.shared.vault.store()?.list(&filter).await?;
         let next_page_token = if rows.len() > page_size as usize {
             rows.truncate(page_size as usize);
-            rows.last().map(|m| m.key.to_string()).unwrap_or_default()
+            rows.last()
+                .map(|m| self.shared.pages.issue("list", &m.key.to_string()))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -484,6 +598,7 @@ impl Daemon for DaemonService {
                 })
                 .collect(),
             key_id: key.key_id.unwrap_or_default(),
+            policy: self.shared.policy.describe(),
         }))
     }
 
@@ -492,19 +607,24 @@ impl Daemon for DaemonService {
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let (peer, _) = context(&request, None);
-        let result = self
-            .shared
-            .vault
-            .rotate()
+        let result = match self.shared.admin(&peer.identity) {
+            Err(e) => Err(e),
+            Ok(()) => self
+                .shared
+                .vault
+                .rotate()
+                .await
+                .map(|r| pb::RotateKeyResponse {
+                    old_key_id: r.old_key_id,
+                    new_key_id: r.new_key_id,
+                    resealed: r.resealed,
+                    tier: r.tier.as_str().to_owned(),
+                })
+                .map_err(ServiceError::from),
+        };
+        self.shared
+            .finish("rotate-key", &peer, None, result)
             .await
-            .map(|r| pb::RotateKeyResponse {
-                old_key_id: r.old_key_id,
-                new_key_id: r.new_key_id,
-                resealed: r.resealed,
-                tier: r.tier.as_str().to_owned(),
-            })
-            .map_err(ServiceError::from);
-        self.shared.finish("rotate-key", &peer, None, result)
     }
 
     async fn move_key(
@@ -513,14 +633,15 @@ impl Daemon for DaemonService {
     ) -> Result<Response<pb::MoveKeyResponse>, Status> {
         let (peer, _) = context(&request, None);
         let to = request.get_ref().to.clone();
-        let result = match KeyTier::parse(&to) {
-            None => Err(ServiceError::Invalid(format!(
+        let result = match (self.shared.admin(&peer.identity), KeyTier::parse(&to)) {
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(ServiceError::Invalid(format!(
                 "to = {to:?}: use \"keyring\" or \"file\""
             ))),
-            Some(target) => self
+            (Ok(()), Some(target)) => self
                 .shared
                 .vault
-                .move_to(target)
+                .move_to(target, self.shared.allow_key_downgrade)
                 .await
                 .map(|(from, key_id)| pb::MoveKeyResponse {
                     from: from.as_str().to_owned(),
@@ -529,7 +650,7 @@ impl Daemon for DaemonService {
                 })
                 .map_err(ServiceError::from),
         };
-        self.shared.finish("move-key", &peer, None, result)
+        self.shared.finish("move-key", &peer, None, result).await
     }
 }
 
@@ -539,8 +660,14 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::AuditQuery>,
     ) -> Result<Response<pb::AuditPage>, Status> {
-        let result = self.page(request.into_inner()).await;
-        result.map(Response::new).map_err(Status::from)
+        let (peer, _) = context(&request, None);
+        let result = match self.shared.admin(&peer.identity) {
+            Err(e) => Err(e),
+            Ok(()) => self.page(request.into_inner()).await,
+        };
+        self.shared
+            .finish("audit-query", &peer, None, result)
+            .await
     }
 }
 
@@ -564,7 +691,8 @@ impl AuditService {
         let before_id = if q.page_token.is_empty() {
             None
         } else {
-            Some(q.page_token.parse::<i64>().map_err(|_| {
+            let position = self.shared.pages.check("audit", &q.page_token)?;
+            Some(position.parse::<i64>().map_err(|_| {
                 ServiceError::Invalid("page_token is not one this daemon issued".into())
             })?)
         };
@@ -581,7 +709,10 @@ impl AuditService {
         let mut entries = self.shared.audit.query(&filter).await?;
         let next_page_token = if entries.len() > page_size as usize {
             entries.truncate(page_size as usize);
-            entries.last().map(|e| e.id.to_string()).unwrap_or_default()
+            entries
+                .last()
+                .map(|e| self.shared.pages.issue("audit", &e.id.to_string()))
+                .unwrap_or_default()
         } else {
             String::new()
         };

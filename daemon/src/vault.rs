@@ -69,6 +69,10 @@ pub enum VaultError {
     /// The request cannot be done in this state.
     #[error("{0}")]
     Refused(String),
+    /// The request would weaken the key's protection and the config does
+    /// not allow that.
+    #[error("{0}")]
+    Downgrade(String),
 }
 
 impl From<VaultError> for ServiceError {
@@ -76,6 +80,7 @@ impl From<VaultError> for ServiceError {
         match e {
             VaultError::Store(s) => ServiceError::Store(s),
             VaultError::Refused(m) => ServiceError::Precondition(m),
+            VaultError::Downgrade(m) => ServiceError::Denied(m),
             VaultError::Key(k) => ServiceError::Unavailable(k.to_string()),
         }
     }
@@ -280,7 +285,7 @@ impl Vault {
         self.custody.write(tier, Slot::Pending, &new).await?;
         fault::point("rotate:after-pending");
         let resealed = store
-            .rotate_to(DataKey::from_bytes(*new.expose_bytes()))
+            .rotate_to(DataKey::from_bytes(new.expose_bytes()))
             .await?;
         self.custody.write(tier, Slot::Current, &new).await?;
         fault::point("rotate:after-promote");
@@ -299,7 +304,14 @@ impl Vault {
     /// Moves the data key to `target`. Order: written to the target (read
     /// back and compared), then erased from the old tier. A SIGKILL in
     /// between leaves the key in both; the higher tier is used at start-up.
-    pub async fn move_to(&self, target: KeyTier) -> Result<(KeyTier, String), VaultError> {
+    /// A move to a weaker tier (later in [`KeyTier::ALL`]: systemd
+    /// credential > keyring > key file) is refused unless `allow_downgrade`
+    /// (the config's `allow_key_downgrade`).
+    pub async fn move_to(
+        &self,
+        target: KeyTier,
+        allow_downgrade: bool,
+    ) -> Result<(KeyTier, String), VaultError> {
         let _ops = self.ops.lock().await;
         let store = self
             .store()
@@ -325,6 +337,13 @@ impl Vault {
         let key_id = key.id().to_owned();
         if target == from {
             return Ok((from, key_id));
+        }
+        if target.weaker_than(from) && !allow_downgrade {
+            return Err(VaultError::Downgrade(format!(
+                "moving the data key from the {from} tier to the weaker {target} tier is refused: \
+                 it would protect every token less (a key file is readable by anyone with the \
+                 disk); set allow_key_downgrade = true in the config file to allow it"
+            )));
         }
         self.custody.write(target, Slot::Current, &key).await?;
         fault::point("move:after-write");
