@@ -352,6 +352,20 @@ async fn the_key_moves_between_the_file_and_the_keyring() {
     assert_eq!(client.status().await.unwrap().key_tier, "keyring");
     check_all(&client, 5).await;
 
+    // Keyring to key file weakens the key's protection: refused unless the
+    // config allows downgrades, and nothing moves.
+    let err = client.move_key("file").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("allow_key_downgrade"), "{err}");
+    assert_eq!(keyring.entries().len(), 1);
+    assert!(!daemon.settings().key_file.exists());
+    assert_eq!(client.status().await.unwrap().key_tier, "keyring");
+    drop(client);
+
+    let (dir, mut settings) = daemon.stop().await;
+    settings.allow_key_downgrade = true;
+    let daemon = TestDaemon::start_in(dir, settings).await.unwrap();
+    let client = daemon.client().await;
     assert_eq!(client.move_key("file").await.unwrap(), "keyring");
     assert!(keyring.entries().is_empty());
     assert_eq!(mode_of(&daemon.settings().key_file), 0o600);

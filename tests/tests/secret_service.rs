@@ -149,6 +149,25 @@ fn the_key_lives_in_a_real_secret_service_and_survives_locks_and_absence() {
     // Moving the key to the file, killed after the write: both hold it,
     // the keyring (higher) is used, every token reads; the move completes
     // when run again, and the keyring entry is gone.
+    // Keyring to file is a downgrade: the config has to allow it.
+    let daemon = session.daemon(&[]);
+    let out = env.cli(&["key", "move", "--to", "file"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(keyhaven_proto::exit::PERMISSION_DENIED)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_key_downgrade"));
+    assert!(!env.key_file().exists());
+    drop(daemon);
+    let config_dir = env.home().join(".config/keyhaven");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("config.toml"),
+        "allow_key_downgrade = true\n",
+    )
+    .unwrap();
     let daemon = session.daemon(&[("KEYHAVEN_FAULT", "move:after-write")]);
     let out = env.cli(&["key", "move", "--to", "file"], b"");
     assert!(!out.status.success());

@@ -459,7 +459,8 @@ fn the_policy_refuses_one_program_allows_another_and_reloads_on_sighup() {
         std::fs::write(
             &config,
             format!(
-                "[policy]\ndefault = \"deny\"\n\n[[policy.rules]]\nexe = \"{}\"\n{extra}",
+                "[policy]\ndefault = \"deny\"\n\n[[policy.rules]]\nexe = \"{}\"\n\
+                 access = [\"read\", \"write\", \"admin\"]\n{extra}",
                 keyhaven.display()
             ),
         )

@@ -1,0 +1,422 @@
+//! Admin access under the per-app policy, the audit log's rule that nothing
+//! is served unrecorded, page tokens, and the config file's owner and mode.
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use keyhaven::{AuditQuery, CredentialKey, ErrorKind, Secret, StoreOptions};
+use keyhaven_daemon::audit::{AuditLog, Record, Retention};
+use keyhaven_daemon::identity::Identity;
+use keyhaven_daemon::policy::{Policy, PolicyConfig};
+use keyhaven_daemon::store::Database;
+use keyhaven_proto::pb;
+use keyhaven_tests::{TestDaemon, TestEnv};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn policy(text: &str) -> Policy {
+    #[derive(serde::Deserialize)]
+    struct P {
+        policy: PolicyConfig,
+    }
+    let p: P = toml::from_str(text).unwrap();
+    Policy::from_config(p.policy).unwrap()
+}
+
+/// Audit rows of `operation`, read from the database file itself (the
+/// daemon is stopped, so everything it accepted is written).
+async fn audit_rows(db: &Path, operation: &str) -> Vec<(String, String)> {
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query_as("SELECT outcome, detail FROM audit_log WHERE operation = ? ORDER BY id")
+        .bind(operation)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_deny_all_policy_refuses_key_admin_and_the_audit_log_and_records_each_refusal() {
+    let daemon = TestDaemon::start_with(|s| {
+        // default = "allow" does not grant admin: only a rule naming it does.
+        s.policy = policy("[policy]\ndefault = \"allow\"\n");
+    })
+    .await;
+    let client = daemon.client().await;
+    let key = CredentialKey::new("jellyfin", "srv", "u", "access_token").unwrap();
+    client
+        .store(&key, Secret::from("tok"), StoreOptions::default())
+        .await
+        .unwrap();
+    let before = client.status().await.unwrap();
+
+    let err = client.rotate_key().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("admin"), "{err}");
+    let err = client.move_key("keyring").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let err = client.audit(&AuditQuery::default()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+
+    // Nothing changed: same key, same tier; the token still reads.
+    let after = client.status().await.unwrap();
+    assert_eq!(after.key_id, before.key_id);
+    assert_eq!(after.key_tier, before.key_tier);
+    assert!(after.policy.contains("default allow"), "{}", after.policy);
+    assert_eq!(client.retrieve(&key).await.unwrap().secret.expose(), b"tok");
+    drop(client);
+
+    let (dir, settings) = daemon.stop().await;
+    let db = settings.database();
+    for op in ["rotate-key", "move-key", "audit-query"] {
+        let rows = audit_rows(&db, op).await;
+        assert_eq!(rows.len(), 1, "{op}: {rows:?}");
+        assert_eq!(rows[0].0, "PERMISSION_DENIED", "{op}: {rows:?}");
+        assert!(rows[0].1.contains("admin"), "{op}: {rows:?}");
+    }
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_rule_naming_admin_grants_it_to_that_program_only() {
+    let me = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let daemon = TestDaemon::start_with(|s| {
+        s.policy = policy(&format!(
+            "[policy]\ndefault = \"deny\"\n[[policy.rules]]\nexe = \"{}\"\naccess = [\"read\", \"write\", \"admin\"]\n",
+            me.display()
+        ));
+    })
+    .await;
+    let client = daemon.client().await;
+    let rotation = client.rotate_key().await.unwrap();
+    assert_ne!(rotation.old_key_id, rotation.new_key_id);
+    assert!(
+        !client
+            .audit(&AuditQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A rule without `access` covers read and write, never admin.
+    let daemon = TestDaemon::start_with(|s| {
+        s.policy = policy(&format!(
+            "[policy]\n[[policy.rules]]\nexe = \"{}\"\n",
+            me.display()
+        ));
+    })
+    .await;
+    let client = daemon.client().await;
+    let err = client.rotate_key().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+}
+
+#[test]
+fn an_admin_rule_cannot_be_scoped_to_providers() {
+    #[derive(serde::Deserialize)]
+    struct P {
+        policy: PolicyConfig,
+    }
+    let p: P = toml::from_str(
+        "[policy]\n[[policy.rules]]\nexe = \"/x\"\naccess = [\"admin\"]\nproviders = [\"plex\"]\n",
+    )
+    .unwrap();
+    let err = Policy::from_config(p.policy).unwrap_err().to_string();
+    assert!(err.contains("whole store"), "{err}");
+}
+
+#[tokio::test]
+async fn a_retrieve_during_a_flood_of_audited_calls_is_in_the_audit_log() {
+    let daemon = TestDaemon::start().await;
+    let client = daemon.client().await;
+    let key = CredentialKey::new("jellyfin", "srv", "reader", "access_token").unwrap();
+    client
+        .store(&key, Secret::from("tok"), StoreOptions::default())
+        .await
+        .unwrap();
+
+    // The disk stalls: another connection holds SQLite's write lock, so the
+    // audit writer cannot commit and its queue fills.
+    let url = format!("sqlite://{}", daemon.store_path().display());
+    let mut blocker = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+
+    // A flood of cheap audited calls (misses), more than the queue holds.
+    const FLOOD: usize = 10_000;
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut flood = Vec::new();
+    for t in 0..50 {
+        let client = client.clone();
+        let done = done.clone();
+        flood.push(tokio::spawn(async move {
+            let miss = CredentialKey::new("plex", "flood", &format!("t{t}"), "x").unwrap();
+            for _ in 0..FLOOD / 50 {
+                let _ = client.retrieve(&miss).await;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Wait until the flood is through (records would have been dropped) or
+    // stalls (records wait for room), whichever comes first.
+    let mut last = 0;
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = done.load(Ordering::Relaxed);
+        if now == FLOOD || (now == last && now > 0) {
+            break;
+        }
+        last = now;
+    }
+    let reader = {
+        let client = client.clone();
+        let key = key.clone();
+        tokio::spawn(async move { client.retrieve(&key).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    drop(blocker);
+
+    let read = reader.await.unwrap();
+    for task in flood {
+        task.await.unwrap();
+    }
+    // Served means recorded.
+    if let Ok(cred) = &read {
+        assert_eq!(cred.secret.expose(), b"tok");
+    }
+    let entries = client
+        .audit(&AuditQuery {
+            key: Some(key.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let recorded = entries
+        .iter()
+        .any(|e| e.operation == "retrieve" && e.outcome == "OK");
+    assert!(
+        read.is_err() || recorded,
+        "a Retrieve was served but is not in the audit log: {entries:?}"
+    );
+    assert!(read.is_ok(), "the retrieve was refused: {read:?}");
+}
+
+#[tokio::test]
+async fn count_pruning_never_removes_records_younger_than_the_age_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(&dir.path().join("store.db")).await.unwrap();
+    let audit = AuditLog::start(db.clone());
+    let who = Identity {
+        uid: 1000,
+        pid: 1,
+        executable: None,
+        app_id: None,
+    };
+    let now = keyhaven_proto::time::now_unix_ms();
+    for i in 0..20 {
+        audit
+            .record(Record {
+                at: now - i,
+                caller: who.clone(),
+                operation: "retrieve",
+                key: None,
+                outcome: "OK".into(),
+                detail: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    // And one older than the age limit.
+    audit
+        .record(Record {
+            at: now - 10 * 86_400_000,
+            caller: who.clone(),
+            operation: "retrieve",
+            key: None,
+            outcome: "OK".into(),
+            detail: "old".into(),
+        })
+        .await
+        .unwrap();
+    audit.flush().await;
+    let pruned = audit
+        .prune(Retention {
+            max_entries: 5,
+            max_age: Duration::from_secs(86_400),
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "only the record past the age limit goes");
+    let left = audit
+        .query(&keyhaven_daemon::audit::Filter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 20);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn page_tokens_the_daemon_never_issued_are_refused() {
+    let daemon = TestDaemon::start().await;
+    let client = daemon.client().await;
+    for i in 0..5 {
+        let key = CredentialKey::new("jellyfin", "srv", &format!("u{i}"), "access_token").unwrap();
+        client
+            .store(&key, Secret::from("t"), StoreOptions::default())
+            .await
+            .unwrap();
+    }
+    let mut raw = daemon.raw().await;
+    let list = |page_token: String| pb::ListRequest {
+        page_size: 2,
+        page_token,
+        ..Default::default()
+    };
+    // An issued token pages on.
+    let first = raw.list(list(String::new())).await.unwrap().into_inner();
+    assert_eq!(first.credentials.len(), 2);
+    let second = raw
+        .list(list(first.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.credentials.len(), 2);
+    assert_ne!(first.credentials[0].key, second.credentials[0].key);
+    // Forged: a key text, an edited token, garbage.
+    let edited = first.next_page_token.replacen("u1", "u3", 1);
+    for forged in [
+        "jellyfin::srv::u1::access_token".to_owned(),
+        edited,
+        "x.y".to_owned(),
+    ] {
+        let status = raw.list(list(forged.clone())).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{forged}");
+        assert!(status.message().contains("page_token"), "{status:?}");
+    }
+    let channel = keyhaven_tests::raw_channel(daemon.socket()).await;
+    let mut audit = pb::audit_client::AuditClient::new(channel);
+    let status = audit
+        .query(pb::AuditQuery {
+            page_token: "12345".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+fn write_config(env: &TestEnv, text: &str) -> std::path::PathBuf {
+    let dir = env.home().join(".config/keyhaven");
+    std::fs::create_dir_all(&dir).unwrap();
+    keyhaven_tests::set_mode(&dir, 0o700);
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    keyhaven_tests::set_mode(&path, 0o600);
+    path
+}
+
+/// Runs keyhavend expecting it to refuse to start; returns its stderr.
+fn refused_start(env: &TestEnv) -> String {
+    let out = env
+        .command("keyhavend")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "keyhavend started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_config_file_other_users_can_change_is_refused() {
+    let env = TestEnv::new();
+    let config = write_config(&env, "[policy]\ndefault = \"deny\"\n");
+    keyhaven_tests::set_mode(&config, 0o666);
+    let log = refused_start(&env);
+    assert!(
+        log.contains("chmod go-w") && log.contains(&config.display().to_string()),
+        "{log}"
+    );
+    keyhaven_tests::set_mode(&config, 0o600);
+    keyhaven_tests::set_mode(config.parent().unwrap(), 0o777);
+    let log = refused_start(&env);
+    assert!(log.contains("directory"), "{log}");
+    keyhaven_tests::set_mode(config.parent().unwrap(), 0o700);
+    if !keyhaven_tests::is_root() {
+        keyhaven_tests::skip(
+            "a_config_file_other_users_can_change_is_refused (owner part)",
+            "needs root to give the file to another uid",
+        );
+        return;
+    }
+    rustix::fs::chown(
+        &config,
+        Some(rustix::fs::Uid::from_raw(65534)),
+        Some(rustix::fs::Gid::from_raw(65534)),
+    )
+    .unwrap();
+    let log = refused_start(&env);
+    assert!(log.contains("owned by uid 65534"), "{log}");
+}
+
+#[test]
+fn deleting_the_config_file_warns_and_status_shows_the_policy_in_force() {
+    let env = TestEnv::new();
+    let keyhaven = std::fs::canonicalize(keyhaven_tests::bin("keyhaven")).unwrap();
+    let config = write_config(
+        &env,
+        &format!(
+            "[policy]\ndefault = \"deny\"\n[[policy.rules]]\nexe = \"{}\"\naccess = [\"read\", \"write\", \"admin\"]\n",
+            keyhaven.display()
+        ),
+    );
+    let daemon = env.spawn_daemon(&[]);
+    let policy_line = || {
+        let out = env.cli(&["status", "--json"], b"");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["policy"].as_str().unwrap_or_default().to_owned()
+    };
+    let line = policy_line();
+    assert!(
+        line.contains("default deny") && line.contains(&config.display().to_string()),
+        "{line}"
+    );
+    let out = env.cli(&["status"], b"");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("default deny"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    std::fs::remove_file(&config).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut line = policy_line();
+    while !line.starts_with("none") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        line = policy_line();
+    }
+    assert!(line.starts_with("none"), "{line}");
+    let (_, log) = daemon.stop();
+    assert!(
+        log.contains("WARN") && log.contains("no per-app policy is in force"),
+        "{log}"
+    );
+}
