@@ -134,56 +134,6 @@ pub fn write_new_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
-#[cfg(test)]
-#[cfg(unix)]
-mod tests {
-    use super::*;
-
-    fn mode(p: &Path) -> u32 {
-        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
-    }
-
-    #[test]
-    fn creates_dirs_and_files_private() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b");
-        ensure_private_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
-        let file = dir.join("f");
-        assert!(ensure_private_file(&file).unwrap());
-        assert!(!ensure_private_file(&file).unwrap());
-        assert_eq!(mode(&file), 0o600);
-    }
-
-    #[test]
-    fn refuses_open_modes_and_symlinks() {
-        let tmp = tempfile::tempdir().unwrap();
-        let open = tmp.path().join("open");
-        std::fs::create_dir(&open).unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let err = ensure_private_dir(&open).unwrap_err().to_string();
-        assert!(
-            err.contains("mode is 755") && err.contains("chmod 700"),
-            "{err}"
-        );
-
-        let real = tmp.path().join("real");
-        ensure_private_dir(&real).unwrap();
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        let err = ensure_private_dir(&link).unwrap_err().to_string();
-        assert!(err.contains("symbolic link"), "{err}");
-
-        let file_link = tmp.path().join("file-link");
-        std::os::unix::fs::symlink(real.join("target"), &file_link).unwrap();
-        assert!(ensure_private_file(&file_link).is_err());
-        assert!(
-            !real.join("target").exists(),
-            "must not create through a symlink"
-        );
-    }
-}
-
 /// Reads a config file that steers the daemon (settings and the per-app
 /// policy), after checking who can change it: the file (symlinks followed,
 /// so a config kept in a dotfiles repository still works) and the directory
@@ -261,4 +211,54 @@ fn check_steering(path: &Path, meta: &std::fs::Metadata, what: &str) -> Result<(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn creates_dirs_and_files_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let file = dir.join("f");
+        assert!(ensure_private_file(&file).unwrap());
+        assert!(!ensure_private_file(&file).unwrap());
+        assert_eq!(mode(&file), 0o600);
+    }
+
+    #[test]
+    fn refuses_open_modes_and_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = ensure_private_dir(&open).unwrap_err().to_string();
+        assert!(
+            err.contains("mode is 755") && err.contains("chmod 700"),
+            "{err}"
+        );
+
+        let real = tmp.path().join("real");
+        ensure_private_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = ensure_private_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+
+        let file_link = tmp.path().join("file-link");
+        std::os::unix::fs::symlink(real.join("target"), &file_link).unwrap();
+        assert!(ensure_private_file(&file_link).is_err());
+        assert!(
+            !real.join("target").exists(),
+            "must not create through a symlink"
+        );
+    }
 }
