@@ -226,8 +226,7 @@ impl Settings {
             path: config_path.clone(),
             reason,
         };
-        let policy = Policy::from_section(file.policy)
-            .map_err(|e| config_error(e.to_string()))?;
+        let policy = Policy::from_section(file.policy).map_err(|e| config_error(e.to_string()))?;
         let sweep = file
             .expiry_sweep_seconds
             .unwrap_or(DEFAULT_EXPIRY_SWEEP_SECONDS);

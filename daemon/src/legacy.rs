@@ -231,12 +231,12 @@ pub fn daemon_identity() -> Identity {
 async fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &str, detail: String) {
     let _ = audit
         .record(Record {
-        at: keyhaven_proto::time::now_unix_ms(),
-        caller: daemon_identity(),
-        operation: "migrate",
-        key: Some(key.clone()),
-        outcome: outcome.to_owned(),
-        detail,
-    })
+            at: keyhaven_proto::time::now_unix_ms(),
+            caller: daemon_identity(),
+            operation: "migrate",
+            key: Some(key.clone()),
+            outcome: outcome.to_owned(),
+            detail,
+        })
         .await;
 }

@@ -362,10 +362,12 @@ async fn prepare_with(
     vault.unlock().await.map_err(|e| match e {
         vault::VaultError::Key(k) => StartError::Key(k),
         vault::VaultError::Store(s) => StartError::Store(s),
-        vault::VaultError::Refused(reason) | vault::VaultError::Downgrade(reason) => StartError::Config {
-            path: db_path.clone(),
-            reason,
-        },
+        vault::VaultError::Refused(reason) | vault::VaultError::Downgrade(reason) => {
+            StartError::Config {
+                path: db_path.clone(),
+                reason,
+            }
+        }
     })?;
     let socket = listener::bind_or_adopt(&settings.socket, inherited)?;
     let audit = AuditLog::start(database);

@@ -208,7 +208,9 @@ impl Policy {
             .iter()
             .filter(|r| {
                 r.action == Action::Allow
-                    && r.access.as_ref().is_some_and(|a| a.contains(&Access::Admin))
+                    && r.access
+                        .as_ref()
+                        .is_some_and(|a| a.contains(&Access::Admin))
             })
             .count();
         format!(
@@ -327,7 +329,9 @@ impl PolicyHandle {
         let policy = self.get();
         match (&self.config_path, policy.is_open()) {
             (Some(path), false) => format!("[policy] of {}: {}", path.display(), policy.describe()),
-            (Some(path), true) => format!("{} (no [policy] in {})", policy.describe(), path.display()),
+            (Some(path), true) => {
+                format!("{} (no [policy] in {})", policy.describe(), path.display())
+            }
             (None, _) => policy.describe(),
         }
     }

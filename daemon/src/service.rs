@@ -622,9 +622,7 @@ impl Daemon for DaemonService {
                 })
                 .map_err(ServiceError::from),
         };
-        self.shared
-            .finish("rotate-key", &peer, None, result)
-            .await
+        self.shared.finish("rotate-key", &peer, None, result).await
     }
 
     async fn move_key(
@@ -665,9 +663,7 @@ impl Audit for AuditService {
             Err(e) => Err(e),
             Ok(()) => self.page(request.into_inner()).await,
         };
-        self.shared
-            .finish("audit-query", &peer, None, result)
-            .await
+        self.shared.finish("audit-query", &peer, None, result).await
     }
 }
 
