@@ -130,7 +130,7 @@ function untrusted(checked, owner, problem, overridable) {
     ? `If you trust the daemon of uid ${owner}, set ${ENV_ALLOW_DAEMON_UID}=${owner}.`
     : `Remove it and restart keyhavend (${ENV_ALLOW_DAEMON_UID} does not override this).`;
   return new UntrustedDaemonError(
-    `refusing to talk to keyhavend: ${problem} to receive your tokens. Nothing was sent. ${advice}`,
+    `UNTRUSTED_DAEMON: refusing to talk to keyhavend: ${problem} to receive your tokens. Nothing was sent. ${advice}`,
     checked,
     owner,
   );

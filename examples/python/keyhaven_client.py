@@ -130,7 +130,8 @@ def untrusted(path, owner, problem, overridable):
         advice = "Remove it and restart keyhavend (%s does not override this)." % (
             ENV_ALLOW_DAEMON_UID)
     return UntrustedDaemonError(
-        "refusing to talk to keyhavend: %s to receive your tokens. Nothing was sent. %s"
+        "UNTRUSTED_DAEMON: refusing to talk to keyhavend: %s to receive your tokens. "
+        "Nothing was sent. %s"
         % (problem, advice),
         path,
         owner,
