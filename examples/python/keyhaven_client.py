@@ -218,8 +218,9 @@ def peer_uid(sock):
     where this platform offers Python no way to ask."""
     if sys.platform.startswith("linux"):
         # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", raw)
+        layout = "=iII"
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(layout))
+        _pid, uid, _gid = struct.unpack(layout, raw)
         return uid
     if sys.platform == "darwin" or sys.platform.startswith("freebsd"):
         # What getpeereid(3) reads there: LOCAL_PEERCRED (1) at level
@@ -236,8 +237,9 @@ def check_peer(socket_path, uids):
     """Connects without sending anything and checks who is listening.
 
     grpcio cannot report the peer's credentials, so this pre-flight runs on
-    its own connection; the checks of the socket and its directory make sure
-    the path grpcio then opens is still the same server's.
+    its own connection. For a default path, the directory checked before
+    (the user's, closed to others) makes sure the socket grpcio then opens is
+    still the same server's; a path the user named is theirs to keep safe.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

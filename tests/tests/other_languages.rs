@@ -122,7 +122,7 @@ fn root_or_skip(test: &str) -> bool {
     if !is_root() {
         skip(
             test,
-            "needs root to plant a socket and a directory owned by another uid (65534)",
+            "needs root to plant sockets and directories as, and run a server as, another uid (65534)",
         );
     }
     is_root()
