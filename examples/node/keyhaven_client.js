@@ -16,9 +16,20 @@
 // ${TMPDIR:-/tmp}/keyhaven-$UID/keyhaven.sock: the same rule as the Rust
 // client.
 //
+// Before connecting, the client checks that the socket is the user's own
+// (see verifyDaemon): the default socket's directory must be owned by the
+// user, not be a symlink and not be writable by group or others, and the
+// socket must be owned by the user. Another local user can create
+// ${TMPDIR:-/tmp}/keyhaven-$UID first and listen there; a token sent to that
+// socket would be theirs. Node's net module cannot read the server's peer
+// credentials (SO_PEERCRED), so unlike the Rust and Python clients this one
+// checks owners and modes only. To trust a daemon of another uid on purpose,
+// set KEYHAVEN_ALLOW_DAEMON_UID=<uid>.
+//
 // Exit codes match the keyhaven CLI: 0 success, 1 other error, 2 bad command
 // line, 3 not found, 4 permission denied, 5 daemon unavailable, 6 invalid
-// input, 7 conflict (compare-and-swap), 8 protocol mismatch.
+// input, 7 conflict (compare-and-swap), 8 protocol mismatch, 9 untrusted
+// daemon (the socket or its directory belongs to another user).
 'use strict';
 
 const fs = require('fs');
@@ -36,7 +47,11 @@ const EXIT = {
   INVALID_INPUT: 6,
   CONFLICT: 7,
   PROTOCOL_MISMATCH: 8,
+  UNTRUSTED_DAEMON: 9,
 };
+
+// Names a uid whose daemon the user trusts besides their own.
+const ENV_ALLOW_DAEMON_UID = 'KEYHAVEN_ALLOW_DAEMON_UID';
 
 // Milliseconds allowed for the handshake and for each unary call.
 const CONNECT_TIMEOUT_MS = 5000;
@@ -55,10 +70,24 @@ commands:
 
 Write an empty SERVER_ID or USER_ID as ''. TOKEN_TYPE defaults to access_token.`;
 
+// An error to report on stderr, with the exit code to leave with.
 class Failure extends Error {
-  constructor(message, code = EXIT.FAILURE) {
+  constructor(message, exitCode = EXIT.FAILURE) {
     super(message);
-    this.code = code;
+    this.exitCode = exitCode;
+  }
+}
+
+// The socket or its directory is not the user's; nothing has been sent.
+// `code` is 'UNTRUSTED_DAEMON', `path` what was checked and `ownerUid` the
+// uid found on it.
+class UntrustedDaemonError extends Failure {
+  constructor(message, socketPath, ownerUid) {
+    super(message, EXIT.UNTRUSTED_DAEMON);
+    this.name = 'UntrustedDaemonError';
+    this.code = 'UNTRUSTED_DAEMON';
+    this.path = socketPath;
+    this.ownerUid = ownerUid;
   }
 }
 
@@ -66,14 +95,110 @@ function usageError(message) {
   return new Failure(`${message}\n${USAGE}`, EXIT.USAGE);
 }
 
-// The socket path by the same rule as proto/src/paths.rs.
-function defaultSocket() {
+// The socket by the same rule as proto/src/paths.rs, and whether the user
+// named it (--socket or KEYHAVEN_SOCKET): the directory of a named socket is
+// the user's choice and is not checked.
+function chooseSocket(flag) {
+  if (flag) return { socketPath: flag, explicit: true };
   const env = process.env.KEYHAVEN_SOCKET;
-  if (env) return env;
+  if (env) return { socketPath: env, explicit: true };
   const runtime = process.env.XDG_RUNTIME_DIR || '';
-  if (path.isAbsolute(runtime)) return path.join(runtime, 'keyhaven', 'keyhaven.sock');
+  if (path.isAbsolute(runtime)) {
+    return { socketPath: path.join(runtime, 'keyhaven', 'keyhaven.sock'), explicit: false };
+  }
   const tmp = path.isAbsolute(process.env.TMPDIR || '') ? process.env.TMPDIR : '/tmp';
-  return path.join(tmp, `keyhaven-${process.getuid()}`, 'keyhaven.sock');
+  return { socketPath: path.join(tmp, `keyhaven-${process.getuid()}`, 'keyhaven.sock'), explicit: false };
+}
+
+// The user's own uid, plus the one KEYHAVEN_ALLOW_DAEMON_UID names.
+function trustedUids() {
+  const uids = new Set([process.getuid()]);
+  const value = process.env[ENV_ALLOW_DAEMON_UID] || '';
+  if (value) {
+    if (!/^[0-9]+$/.test(value)) {
+      throw new Failure(`${ENV_ALLOW_DAEMON_UID} must be a numeric uid, not ${JSON.stringify(value)}`, EXIT.USAGE);
+    }
+    uids.add(Number(value));
+  }
+  return uids;
+}
+
+// The refusal: what was found at `checked` (owned by uid `owner`), that
+// nothing was sent, and what the user can do.
+function untrusted(checked, owner, problem, overridable) {
+  const advice = overridable
+    ? `If you trust the daemon of uid ${owner}, set ${ENV_ALLOW_DAEMON_UID}=${owner}.`
+    : `Remove it and restart keyhavend (${ENV_ALLOW_DAEMON_UID} does not override this).`;
+  return new UntrustedDaemonError(
+    `UNTRUSTED_DAEMON: refusing to talk to keyhavend: ${problem} to receive your tokens. Nothing was sent. ${advice}`,
+    checked,
+    owner,
+  );
+}
+
+function notYours(what, owner) {
+  return `${what} is owned by uid ${owner}, not by you (uid ${process.getuid()}): another user may have created it`;
+}
+
+function notRunning(socketPath, found = null) {
+  const detail = found === null ? `no socket at ${socketPath}` : `${socketPath} is ${found}, not a socket`;
+  return new Failure(`keyhavend is not running (${detail})`, EXIT.UNAVAILABLE);
+}
+
+function fileKind(st) {
+  if (st.isFile()) return 'a regular file';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isSymbolicLink()) return 'a symlink';
+  if (st.isFIFO()) return 'a FIFO';
+  return 'a special file';
+}
+
+// fs.lstatSync / fs.statSync, with "not there" as null.
+function statOrNull(stat, p) {
+  try {
+    return stat(p);
+  } catch (e) {
+    if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return null;
+    throw e;
+  }
+}
+
+// Throws UntrustedDaemonError unless the socket (and, for the default path,
+// its directory) belongs to the user or to the uid KEYHAVEN_ALLOW_DAEMON_UID
+// names. Runs before connecting, so a planted server never sees a byte.
+// Node's net module cannot read the server's peer credentials (SO_PEERCRED /
+// getpeereid), so this is the whole check here: owners and modes.
+function verifyDaemon(socketPath, explicit) {
+  const uids = trustedUids();
+  if (!explicit) {
+    const dir = path.dirname(socketPath);
+    const st = statOrNull(fs.lstatSync, dir);
+    if (st === null) throw notRunning(socketPath);
+    if (st.isSymbolicLink()) {
+      throw untrusted(dir, st.uid, `the socket directory ${dir} (owner uid ${st.uid}) is a symlink, which keyhavend never creates: another user may have planted it`, false);
+    }
+    if (!st.isDirectory()) throw notRunning(socketPath, `inside ${fileKind(st)}`);
+    if (!uids.has(st.uid)) {
+      throw untrusted(dir, st.uid, notYours(`the socket directory ${dir}`, st.uid), true);
+    }
+    if (st.mode & 0o022) {
+      const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+      throw untrusted(
+        dir,
+        st.uid,
+        `the socket directory ${dir} (owner uid ${st.uid}) is writable by group or others (mode ${mode}): another user could replace the socket`,
+        false,
+      );
+    }
+  }
+  // A path the user chose may be a symlink to the socket; the default one
+  // lives in the directory checked above and is taken as it is.
+  const st = statOrNull(explicit ? fs.statSync : fs.lstatSync, socketPath);
+  if (st === null) throw notRunning(socketPath);
+  if (!st.isSocket()) throw notRunning(socketPath, fileKind(st));
+  if (!uids.has(st.uid)) {
+    throw untrusted(socketPath, st.uid, notYours(`the socket ${socketPath}`, st.uid), true);
+  }
 }
 
 function parseArgs(argv) {
@@ -217,12 +342,11 @@ function unary(client, method, request, ms) {
   });
 }
 
-// Opens the clients and checks the daemon's protocol number.
-async function connect(grpc, v1, socketPath) {
+// Checks that the socket is the user's, opens the clients and checks the
+// daemon's protocol number.
+async function connect(grpc, v1, socketPath, explicit) {
   socketPath = path.resolve(socketPath);
-  if (!fs.existsSync(socketPath)) {
-    throw new Failure(`keyhavend is not running (no socket at ${socketPath})`, EXIT.UNAVAILABLE);
-  }
+  verifyDaemon(socketPath, explicit);
   const target = `unix://${socketPath}`;
   const credentials = grpc.credentials.createInsecure();
   const daemon = new v1.Daemon(target, credentials);
@@ -371,7 +495,8 @@ function cmdWatch(grpc, client, opts) {
 async function main(argv) {
   const opts = parseArgs(argv);
   const { grpc, v1 } = loadContract(opts.protoDir);
-  const client = await connect(grpc, v1, opts.socket || defaultSocket());
+  const { socketPath, explicit } = chooseSocket(opts.socket);
+  const client = await connect(grpc, v1, socketPath, explicit);
   try {
     const run = { store: cmdStore, get: cmdGet, watch: cmdWatch }[opts.command];
     await run(grpc, client, opts);
@@ -387,7 +512,7 @@ main(process.argv.slice(2)).then(
   (e) => {
     if (e instanceof Failure) {
       process.stderr.write(`${PROG}: ${e.message}\n`);
-      process.exitCode = e.code;
+      process.exitCode = e.exitCode;
     } else {
       process.stderr.write(`${PROG}: ${e && e.stack ? e.stack : e}\n`);
       process.exitCode = EXIT.FAILURE;

@@ -16,9 +16,18 @@ The socket is --socket, else $KEYHAVEN_SOCKET, else
 $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock, else
 ${TMPDIR:-/tmp}/keyhaven-$UID/keyhaven.sock: the same rule as the Rust client.
 
+Before sending a byte the client checks that the daemon is the user's own
+(see verify_daemon): the default socket's directory must be owned by the user,
+not be a symlink and not be writable by group or others; the socket must be
+owned by the user; and the process listening on it must run as the user
+(SO_PEERCRED). Another local user can create ${TMPDIR:-/tmp}/keyhaven-$UID
+first and listen there; a token sent to that socket would be theirs. To
+trust a daemon of another uid on purpose, set KEYHAVEN_ALLOW_DAEMON_UID=<uid>.
+
 Exit codes match the keyhaven CLI: 0 success, 1 other error, 2 bad command
 line, 3 not found, 4 permission denied, 5 daemon unavailable, 6 invalid
-input, 7 conflict (compare-and-swap), 8 protocol mismatch.
+input, 7 conflict (compare-and-swap), 8 protocol mismatch, 9 untrusted
+daemon (the socket, its directory or its server belongs to another user).
 """
 
 import argparse
@@ -26,6 +35,9 @@ import datetime
 import importlib
 import json
 import os
+import socket
+import stat
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -41,6 +53,10 @@ EXIT_UNAVAILABLE = 5
 EXIT_INVALID_INPUT = 6
 EXIT_CONFLICT = 7
 EXIT_PROTOCOL_MISMATCH = 8
+EXIT_UNTRUSTED_DAEMON = 9
+
+# Names a uid whose daemon the user trusts besides their own.
+ENV_ALLOW_DAEMON_UID = "KEYHAVEN_ALLOW_DAEMON_UID"
 
 # Seconds allowed for the handshake and for each unary call.
 CONNECT_TIMEOUT = 5
@@ -57,18 +73,202 @@ class Failure(Exception):
         self.code = code
 
 
-def default_socket():
-    """The socket path by the same rule as proto/src/paths.rs."""
+class UntrustedDaemonError(Failure):
+    """The socket, its directory or the process serving it is not the user's.
+
+    Nothing has been sent: the client refuses before writing a byte.
+    `path` is what was checked and `owner_uid` the uid found on it.
+    """
+
+    def __init__(self, message, path, owner_uid):
+        super().__init__(message, EXIT_UNTRUSTED_DAEMON)
+        self.path = path
+        self.owner_uid = owner_uid
+
+
+def choose_socket(flag):
+    """(path, explicit): the socket by the same rule as proto/src/paths.rs.
+
+    `explicit` is true when the user named the socket (--socket or
+    KEYHAVEN_SOCKET); its directory is then the user's choice and is not
+    checked.
+    """
+    if flag:
+        return flag, True
     env = os.environ.get("KEYHAVEN_SOCKET")
     if env:
-        return env
+        return env, True
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if os.path.isabs(runtime):
-        return os.path.join(runtime, "keyhaven", "keyhaven.sock")
+        return os.path.join(runtime, "keyhaven", "keyhaven.sock"), False
     tmp = os.environ.get("TMPDIR", "")
     if not os.path.isabs(tmp):
         tmp = "/tmp"
-    return os.path.join(tmp, "keyhaven-%d" % os.getuid(), "keyhaven.sock")
+    return os.path.join(tmp, "keyhaven-%d" % os.getuid(), "keyhaven.sock"), False
+
+
+def trusted_uids():
+    """The user's own uid, plus the one KEYHAVEN_ALLOW_DAEMON_UID names."""
+    uids = {os.getuid()}
+    value = os.environ.get(ENV_ALLOW_DAEMON_UID, "")
+    if value:
+        if not value.isdigit() or not value.isascii():
+            raise Failure(
+                "%s must be a numeric uid, not %r" % (ENV_ALLOW_DAEMON_UID, value), EXIT_USAGE
+            )
+        uids.add(int(value))
+    return uids
+
+
+def untrusted(path, owner, problem, overridable):
+    """The refusal: what was found at `path` (owned by or running as uid
+    `owner`), that nothing was sent, and what the user can do."""
+    if overridable:
+        advice = "If you trust the daemon of uid %d, set %s=%d." % (
+            owner, ENV_ALLOW_DAEMON_UID, owner)
+    else:
+        advice = "Remove it and restart keyhavend (%s does not override this)." % (
+            ENV_ALLOW_DAEMON_UID)
+    return UntrustedDaemonError(
+        "UNTRUSTED_DAEMON: refusing to talk to keyhavend: %s to receive your tokens. "
+        "Nothing was sent. %s"
+        % (problem, advice),
+        path,
+        owner,
+    )
+
+
+def not_yours(what, owner):
+    return "%s is owned by uid %d, not by you (uid %d): another user may have created it" % (
+        what, owner, os.getuid())
+
+
+def not_running(socket_path, found=None):
+    if found is None:
+        detail = "no socket at %s" % socket_path
+    else:
+        detail = "%s is %s, not a socket" % (socket_path, found)
+    return Failure("keyhavend is not running (%s)" % detail, EXIT_UNAVAILABLE)
+
+
+def file_kind(mode):
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISFIFO, "a FIFO"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def check_socket_files(socket_path, explicit, uids):
+    """Owner and mode of the socket and (default path only) its directory.
+
+    Runs before connecting, so a planted server never sees a byte.
+    """
+    if not explicit:
+        directory = os.path.dirname(socket_path)
+        try:
+            st = os.lstat(directory)
+        except FileNotFoundError:
+            raise not_running(socket_path)
+        if stat.S_ISLNK(st.st_mode):
+            raise untrusted(
+                directory, st.st_uid,
+                "the socket directory %s (owner uid %d) is a symlink, which keyhavend never "
+                "creates: another user may have planted it" % (directory, st.st_uid),
+                overridable=False,
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise not_running(socket_path, "inside %s" % file_kind(st.st_mode))
+        if st.st_uid not in uids:
+            raise untrusted(
+                directory, st.st_uid,
+                not_yours("the socket directory %s" % directory, st.st_uid),
+                overridable=True,
+            )
+        if st.st_mode & 0o022:
+            raise untrusted(
+                directory, st.st_uid,
+                "the socket directory %s (owner uid %d) is writable by group or others "
+                "(mode %04o): another user could replace the socket"
+                % (directory, st.st_uid, stat.S_IMODE(st.st_mode)),
+                overridable=False,
+            )
+    try:
+        # A path the user chose may be a symlink to the socket; the default
+        # one lives in the directory checked above and is taken as it is.
+        st = os.stat(socket_path) if explicit else os.lstat(socket_path)
+    except FileNotFoundError:
+        raise not_running(socket_path)
+    if not stat.S_ISSOCK(st.st_mode):
+        raise not_running(socket_path, file_kind(st.st_mode))
+    if st.st_uid not in uids:
+        raise untrusted(
+            socket_path, st.st_uid,
+            not_yours("the socket %s" % socket_path, st.st_uid),
+            overridable=True,
+        )
+
+
+def peer_uid(sock):
+    """The uid of the process serving a connected AF_UNIX socket, or None
+    where this platform offers Python no way to ask."""
+    if sys.platform.startswith("linux"):
+        # struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+        layout = "=iII"
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(layout))
+        _pid, uid, _gid = struct.unpack(layout, raw)
+        return uid
+    if sys.platform == "darwin" or sys.platform.startswith("freebsd"):
+        # What getpeereid(3) reads there: LOCAL_PEERCRED (1) at level
+        # SOL_LOCAL (0), a struct xucred { u_int cr_version; uid_t cr_uid;
+        # ... } with cr_version 0. (Not exercised by this repository's tests,
+        # which run on Linux.)
+        raw = sock.getsockopt(0, 1, 76)
+        version, uid = struct.unpack_from("II", raw)
+        return uid if version == 0 else None
+    return None
+
+
+def check_peer(socket_path, uids):
+    """Connects without sending anything and checks who is listening.
+
+    grpcio cannot report the peer's credentials, so this pre-flight runs on
+    its own connection. For a default path, the directory checked before
+    (the user's, closed to others) makes sure the socket grpcio then opens is
+    still the same server's; a path the user named is theirs to keep safe.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect(socket_path)
+        except OSError as e:
+            raise Failure(
+                "cannot connect to keyhavend at %s: %s" % (socket_path, e.strerror or e),
+                EXIT_UNAVAILABLE,
+            )
+        uid = peer_uid(sock)
+    finally:
+        sock.close()
+    if uid is not None and uid not in uids:
+        raise untrusted(
+            socket_path, uid,
+            "the process serving %s runs as uid %d, not as you (uid %d): another user may be "
+            "listening there" % (socket_path, uid, os.getuid()),
+            overridable=True,
+        )
+
+
+def verify_daemon(socket_path, explicit):
+    """Raises UntrustedDaemonError unless the daemon behind `socket_path` is
+    the user's own (or the uid KEYHAVEN_ALLOW_DAEMON_UID names)."""
+    uids = trusted_uids()
+    check_socket_files(socket_path, explicit, uids)
+    check_peer(socket_path, uids)
 
 
 def load_modules(proto_root):
@@ -136,15 +336,13 @@ def rpc_failure(error, what):
     return Failure("%s: %s: %s" % (what, code.name, detail), code_to_exit(code))
 
 
-def connect(socket_path, pb, rpc):
-    """Opens a channel and checks the daemon's protocol number."""
+def connect(socket_path, explicit, pb, rpc):
+    """Checks that the daemon is the user's, opens a channel and checks the
+    daemon's protocol number."""
     import grpc
 
     socket_path = os.path.abspath(socket_path)
-    if not os.path.exists(socket_path):
-        raise Failure(
-            "keyhavend is not running (no socket at %s)" % socket_path, EXIT_UNAVAILABLE
-        )
+    verify_daemon(socket_path, explicit)
     channel = grpc.insecure_channel("unix://" + socket_path)
     try:
         status = rpc.DaemonStub(channel).Status(pb.StatusRequest(), timeout=CONNECT_TIMEOUT)
@@ -352,7 +550,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         pb, rpc = load_modules(args.proto_dir)
-        channel = connect(args.socket or default_socket(), pb, rpc)
+        socket_path, explicit = choose_socket(args.socket)
+        channel = connect(socket_path, explicit, pb, rpc)
         try:
             {"store": cmd_store, "get": cmd_get, "watch": cmd_watch}[args.command](
                 pb, rpc, channel, args

@@ -2,19 +2,30 @@
 //! `keyhavend`: each stores a token the Rust CLI reads back, reads a token
 //! the Rust CLI stored, and watches a store made by the Rust CLI.
 //!
+//! Each also checks the daemon before sending a byte, as the Rust client
+//! does: a socket, or a default socket directory, that another user planted,
+//! or a directory others can write to, is refused with the clients' own
+//! error (exit 9, `UNTRUSTED_DAEMON`), and the planted listener receives
+//! nothing. `KEYHAVEN_ALLOW_DAEMON_UID` trusts another uid on purpose. Python
+//! also checks the server's peer uid; Node cannot read it (its `net` module
+//! has no `SO_PEERCRED`).
+//!
 //! A test whose interpreter or gRPC packages are missing says loudly that it
 //! is skipped. CI installs them (see `.ci/run`) and sets
 //! `KEYHAVEN_REQUIRE_OTHER_LANGUAGES=1`, which turns a skip into a failure.
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use keyhaven_proto::exit;
-use keyhaven_tests::{TestEnv, skip};
+use keyhaven_proto::paths::{SOCKET_NAME, current_uid};
+use keyhaven_tests::{TestEnv, is_root, set_mode, skip};
 
 /// Longest a single example run may take (interpreter start-up and, for
 /// Python, generating the gRPC code).
@@ -23,6 +34,17 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the example clients print on stderr once the watch is registered.
 const WATCH_READY: &str = "watching for changes";
+/// The exit code both example clients use when they refuse a daemon that is
+/// not the user's.
+const EXIT_UNTRUSTED_DAEMON: i32 = 9;
+/// The error code both example clients print when they refuse one.
+const UNTRUSTED: &str = "UNTRUSTED_DAEMON";
+/// Trusts the daemon of one other uid, on purpose.
+const ALLOW_UID_VAR: &str = "KEYHAVEN_ALLOW_DAEMON_UID";
+/// The other local user in these tests (`nobody`).
+const OTHER_UID: u32 = 65534;
+/// Longest a daemon run as another user may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An example client: the interpreter and its script.
 struct Example {
@@ -83,11 +105,11 @@ fn node() -> Result<Example, String> {
     })
 }
 
-/// Runs the test body, or says why it cannot (a failure when CI requires
-/// the other languages).
-fn run_or_skip(test: &str, example: Result<Example, String>) {
+/// Runs `body` with the example, or says why it cannot (a failure when CI
+/// requires the other languages).
+fn run_or_skip(test: &str, example: Result<Example, String>, body: fn(&Example)) {
     match example {
-        Ok(example) => stores_reads_and_watches(&example),
+        Ok(example) => body(&example),
         Err(why) if std::env::var_os("KEYHAVEN_REQUIRE_OTHER_LANGUAGES").is_some() => {
             panic!("{test}: {why} (KEYHAVEN_REQUIRE_OTHER_LANGUAGES is set, so this is an error)")
         }
@@ -95,14 +117,434 @@ fn run_or_skip(test: &str, example: Result<Example, String>) {
     }
 }
 
+/// True when the test runs as root; otherwise says loudly why it is skipped.
+fn root_or_skip(test: &str) -> bool {
+    if !is_root() {
+        skip(
+            test,
+            "needs root to plant sockets and directories as, and run a server as, another uid (65534)",
+        );
+    }
+    is_root()
+}
+
 #[test]
 fn python_client_stores_reads_and_watches() {
-    run_or_skip("python_client_stores_reads_and_watches", python());
+    run_or_skip(
+        "python_client_stores_reads_and_watches",
+        python(),
+        stores_reads_and_watches,
+    );
 }
 
 #[test]
 fn node_client_stores_reads_and_watches() {
-    run_or_skip("node_client_stores_reads_and_watches", node());
+    run_or_skip(
+        "node_client_stores_reads_and_watches",
+        node(),
+        stores_reads_and_watches,
+    );
+}
+
+#[test]
+fn python_client_refuses_a_daemon_planted_by_another_user() {
+    let test = "python_client_refuses_a_daemon_planted_by_another_user";
+    if root_or_skip(test) {
+        run_or_skip(test, python(), refuses_a_daemon_planted_by_another_user);
+    }
+}
+
+#[test]
+fn node_client_refuses_a_daemon_planted_by_another_user() {
+    let test = "node_client_refuses_a_daemon_planted_by_another_user";
+    if root_or_skip(test) {
+        run_or_skip(test, node(), refuses_a_daemon_planted_by_another_user);
+    }
+}
+
+#[test]
+fn python_client_refuses_a_socket_directory_others_can_write_or_a_symlink() {
+    run_or_skip(
+        "python_client_refuses_a_socket_directory_others_can_write_or_a_symlink",
+        python(),
+        refuses_a_socket_directory_others_can_write_or_a_symlink,
+    );
+}
+
+#[test]
+fn node_client_refuses_a_socket_directory_others_can_write_or_a_symlink() {
+    run_or_skip(
+        "node_client_refuses_a_socket_directory_others_can_write_or_a_symlink",
+        node(),
+        refuses_a_socket_directory_others_can_write_or_a_symlink,
+    );
+}
+
+/// Only Python: Node's `net` module cannot read the server's peer uid.
+#[test]
+fn python_client_refuses_a_server_running_as_another_user() {
+    let test = "python_client_refuses_a_server_running_as_another_user";
+    if root_or_skip(test) {
+        run_or_skip(test, python(), refuses_a_server_running_as_another_user);
+    }
+}
+
+/// The headless case: no `XDG_RUNTIME_DIR`, so the client looks in
+/// `$TMPDIR/keyhaven-$UID`, where another user got first, made the
+/// directory and listens. The client must not send a byte there, and must
+/// say who owns it and how to trust that user on purpose; once the user
+/// does, it connects.
+fn refuses_a_daemon_planted_by_another_user(example: &Example) {
+    let env = TestEnv::new();
+    let tmp = env.root().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let dir = fallback_dir(&tmp);
+    let planted = Planted::bind(&dir, 0o700);
+    planted.chown_to(OTHER_UID);
+
+    let secret = "canary-for-the-planted-socket";
+    let out = run_headless(
+        &env,
+        example,
+        &tmp,
+        &[],
+        &["store", "jellyfin", "srv", "user"],
+        format!("{secret}\n").as_bytes(),
+    );
+    assert_untrusted(&out, &dir, OTHER_UID);
+    assert!(
+        stderr(&out).contains(&format!("{ALLOW_UID_VAR}={OTHER_UID}")),
+        "the refusal names the opt-in: {}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(secret), "{}", stderr(&out));
+    assert_eq!(
+        planted.received(),
+        (0, 0),
+        "the planted socket got neither a connection nor a byte"
+    );
+
+    // The socket alone planted, in a directory of the user's: refused too.
+    let env = TestEnv::new();
+    let tmp = env.root().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let planted_socket = Planted::bind(&fallback_dir(&tmp), 0o700);
+    rustix::fs::chown(
+        &planted_socket.socket,
+        Some(rustix::fs::Uid::from_raw(OTHER_UID)),
+        Some(rustix::fs::Gid::from_raw(OTHER_UID)),
+    )
+    .unwrap();
+    let out = run_headless(
+        &env,
+        example,
+        &tmp,
+        &[],
+        &["get", "jellyfin", "s", "u"],
+        b"",
+    );
+    assert_untrusted(&out, &planted_socket.socket, OTHER_UID);
+    assert_eq!(planted_socket.received(), (0, 0));
+
+    // Trusted on purpose: the check passes and the client connects and
+    // starts HTTP/2; this listener never answers, so it then gives up
+    // waiting for the handshake.
+    let out = run_headless(
+        &env,
+        example,
+        &tmp,
+        &[(ALLOW_UID_VAR, &OTHER_UID.to_string())],
+        &["get", "jellyfin", "srv", "user"],
+        b"",
+    );
+    assert!(!stderr(&out).contains(UNTRUSTED), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::UNAVAILABLE)),
+        "{}",
+        stderr(&out)
+    );
+    let (connections, bytes) = planted_socket.received();
+    assert!(
+        connections >= 1 && bytes > 0,
+        "with {ALLOW_UID_VAR} the client connects and speaks: {connections} connections, {bytes} bytes"
+    );
+
+    // A value that is not a uid is a usage error, not silently ignored.
+    let out = run_headless(
+        &env,
+        example,
+        &tmp,
+        &[(ALLOW_UID_VAR, "nobody")],
+        &["get", "jellyfin", "srv", "user"],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::USAGE)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains(ALLOW_UID_VAR), "{}", stderr(&out));
+    assert_eq!(planted_socket.received(), (0, 0));
+}
+
+/// A default socket directory of the user's own that others could write
+/// to (so anyone could have replaced the socket), or that is a symlink, is
+/// refused before connecting; `KEYHAVEN_ALLOW_DAEMON_UID` does not change
+/// that.
+fn refuses_a_socket_directory_others_can_write_or_a_symlink(example: &Example) {
+    let me = current_uid();
+    // Group-writable, at the fallback path.
+    let env = TestEnv::new();
+    let tmp = env.root().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let dir = fallback_dir(&tmp);
+    let planted = Planted::bind(&dir, 0o770);
+    let out = run_headless(
+        &env,
+        example,
+        &tmp,
+        &[],
+        &["get", "jellyfin", "s", "u"],
+        b"",
+    );
+    assert_untrusted(&out, &dir, me);
+    assert!(stderr(&out).contains("mode 0770"), "{}", stderr(&out));
+    assert_eq!(planted.received(), (0, 0));
+    let allow = me.to_string();
+    let out = run_headless(
+        &env,
+        example,
+        &tmp,
+        &[(ALLOW_UID_VAR, &allow)],
+        &["get", "jellyfin", "s", "u"],
+        b"",
+    );
+    assert_untrusted(&out, &dir, me);
+    assert_eq!(planted.received(), (0, 0));
+
+    // Other-writable, at the XDG_RUNTIME_DIR path.
+    let env = TestEnv::new();
+    let dir = env.socket().parent().unwrap().to_path_buf();
+    let planted = Planted::bind(&dir, 0o703);
+    let out = run_example(&env, example, &["get", "jellyfin", "s", "u"], b"");
+    assert_untrusted(&out, &dir, me);
+    assert!(stderr(&out).contains("mode 0703"), "{}", stderr(&out));
+    assert_eq!(planted.received(), (0, 0));
+
+    // A symlink to a private directory: keyhavend never makes one.
+    let env = TestEnv::new();
+    let tmp = env.root().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let target = env.root().join("elsewhere");
+    let planted = Planted::bind(&target, 0o700);
+    let link = fallback_dir(&tmp);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let out = run_headless(
+        &env,
+        example,
+        &tmp,
+        &[],
+        &["get", "jellyfin", "s", "u"],
+        b"",
+    );
+    assert_untrusted(&out, &link, me);
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+    assert_eq!(planted.received(), (0, 0));
+}
+
+/// A keyhavend running as uid 65534 whose socket file has been handed to
+/// the user: the owner checks pass, and only the peer uid read after
+/// connecting tells. The Python client refuses before sending a byte.
+fn refuses_a_server_running_as_another_user(example: &Example) {
+    let other = OtherUsersDaemon::spawn();
+    rustix::fs::chown(
+        &other.socket,
+        Some(rustix::fs::Uid::from_raw(current_uid())),
+        None,
+    )
+    .unwrap();
+    let env = TestEnv::new();
+    let socket = other.socket.to_str().unwrap();
+    let mut cmd = run_example_command(&env, example, &["get", "jellyfin", "s", "u"]);
+    cmd.env("KEYHAVEN_SOCKET", socket);
+    let out = run_bounded(cmd, b"", RUN_TIMEOUT).unwrap();
+    assert_untrusted(&out, &other.socket, OTHER_UID);
+    assert!(
+        stderr(&out).contains(&format!("runs as uid {OTHER_UID}")),
+        "{}",
+        stderr(&out)
+    );
+
+    // Trusted on purpose: the client goes on, and that daemon's own peer
+    // check turns this uid away (UNAVAILABLE, not a trust refusal).
+    let mut cmd = run_example_command(&env, example, &["get", "jellyfin", "s", "u"]);
+    cmd.env("KEYHAVEN_SOCKET", socket)
+        .env(ALLOW_UID_VAR, OTHER_UID.to_string());
+    let out = run_bounded(cmd, b"", RUN_TIMEOUT).unwrap();
+    assert!(!stderr(&out).contains(UNTRUSTED), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::UNAVAILABLE)),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The refusal both clients give: their own exit code and error code, the
+/// path they checked and the uid they found there.
+fn assert_untrusted(out: &Output, path: &Path, uid: u32) {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_UNTRUSTED_DAEMON),
+        "stdout {:?} stderr {err}",
+        stdout(out)
+    );
+    assert!(err.contains(UNTRUSTED), "{err}");
+    assert!(
+        err.contains(&path.display().to_string()),
+        "names the path: {err}"
+    );
+    assert!(
+        err.contains(&format!("uid {uid}")),
+        "names uid {uid}: {err}"
+    );
+    assert!(
+        err.contains(ALLOW_UID_VAR),
+        "names the opt-in variable: {err}"
+    );
+    assert!(err.contains("Nothing was sent"), "{err}");
+}
+
+/// `${TMPDIR}/keyhaven-$UID`: the socket directory without XDG_RUNTIME_DIR.
+fn fallback_dir(tmp: &Path) -> PathBuf {
+    tmp.join(format!("keyhaven-{}", current_uid()))
+}
+
+/// A socket somebody planted: a listener that accepts nothing until asked
+/// what it received.
+struct Planted {
+    listener: UnixListener,
+    socket: PathBuf,
+}
+
+impl Planted {
+    /// Binds `dir/keyhaven.sock`, creating `dir` with `mode`.
+    fn bind(dir: &Path, mode: u32) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        set_mode(dir, mode);
+        let socket = dir.join(SOCKET_NAME);
+        let listener = UnixListener::bind(&socket).unwrap();
+        Self { listener, socket }
+    }
+
+    /// Hands the socket and its directory to `uid`, as if that user had
+    /// made them.
+    fn chown_to(&self, uid: u32) {
+        for path in [&self.socket, self.socket.parent().unwrap()] {
+            rustix::fs::chown(
+                path,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(uid)),
+            )
+            .unwrap();
+        }
+    }
+
+    /// The connections made since the last call, and the bytes they sent.
+    /// Call it once the clients have exited: a connection waits in the
+    /// backlog until accepted, with what was written to it, so none is
+    /// missed, and each ends at once.
+    fn received(&self) -> (usize, usize) {
+        self.listener.set_nonblocking(true).unwrap();
+        let (mut connections, mut bytes) = (0, 0);
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream.set_read_timeout(Some(RUN_TIMEOUT)).unwrap();
+                    let mut data = Vec::new();
+                    stream.read_to_end(&mut data).unwrap();
+                    connections += 1;
+                    bytes += data.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("accept on the planted socket: {e}"),
+            }
+        }
+        (connections, bytes)
+    }
+}
+
+/// `keyhavend` running as uid 65534 in a tree of its own; killed on drop.
+struct OtherUsersDaemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OtherUsersDaemon {
+    fn spawn() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        set_mode(dir.path(), 0o755);
+        for sub in ["home", "run"] {
+            let p = dir.path().join(sub);
+            std::fs::create_dir(&p).unwrap();
+            set_mode(&p, 0o700);
+            rustix::fs::chown(
+                &p,
+                Some(rustix::fs::Uid::from_raw(OTHER_UID)),
+                Some(rustix::fs::Gid::from_raw(OTHER_UID)),
+            )
+            .unwrap();
+        }
+        let mut child = Command::new(keyhaven_tests::bin("keyhavend"))
+            .env_clear()
+            .env("HOME", dir.path().join("home"))
+            .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+            .uid(OTHER_UID)
+            .gid(OTHER_UID)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let socket = dir.path().join("run/keyhaven").join(SOCKET_NAME);
+        let mut this = Self {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut log = String::new();
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("keyhavend is serving") => return this,
+                Ok(line) => log.push_str(&(line + "\n")),
+                Err(_) => {
+                    let _ = this.child.kill();
+                    panic!("keyhavend as uid {OTHER_UID} did not start:\n{log}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for OtherUsersDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn stores_reads_and_watches(example: &Example) {
@@ -202,13 +644,36 @@ fn stores_reads_and_watches(example: &Example) {
 fn run_example_command(env: &TestEnv, example: &Example, args: &[&str]) -> Command {
     let mut cmd = Command::new(example.program);
     cmd.arg(&example.script).args(args);
-    for var in ["KEYHAVEN_SOCKET", "KEYHAVEN_PROTO_DIR"] {
+    for var in [
+        "KEYHAVEN_SOCKET",
+        "KEYHAVEN_PROTO_DIR",
+        ALLOW_UID_VAR,
+        "TMPDIR",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("HOME", env.home())
         .env("XDG_RUNTIME_DIR", env.runtime_dir())
         .env("PYTHONDONTWRITEBYTECODE", "1");
     cmd
+}
+
+/// Runs `example` as in the headless case: no XDG_RUNTIME_DIR, TMPDIR =
+/// `tmp`, so it looks for `tmp/keyhaven-$UID/keyhaven.sock`.
+fn run_headless(
+    env: &TestEnv,
+    example: &Example,
+    tmp: &Path,
+    vars: &[(&str, &str)],
+    args: &[&str],
+    stdin: &[u8],
+) -> Output {
+    let mut cmd = run_example_command(env, example, args);
+    cmd.env_remove("XDG_RUNTIME_DIR").env("TMPDIR", tmp);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    run_bounded(cmd, stdin, RUN_TIMEOUT).unwrap()
 }
 
 fn run_example(env: &TestEnv, example: &Example, args: &[&str], stdin: &[u8]) -> Output {
