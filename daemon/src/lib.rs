@@ -25,7 +25,8 @@
 //! - [`events`]: the change feed behind Watch.
 //! - [`audit`]: who did what, kept in the store with bounded retention.
 //! - [`policy`]: the optional per-app policy, reloadable.
-//! - [`limits`]: oversize requests answered RESOURCE_EXHAUSTED.
+//! - [`limits`]: the gRPC boundary: HTTP 415 for requests that are not
+//!   gRPC, oversize messages answered RESOURCE_EXHAUSTED.
 //! - [`error`]: error types and the one mapping to gRPC statuses.
 //!
 //! Start-up order: settings, data directory (0700), store lock, database

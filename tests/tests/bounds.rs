@@ -293,23 +293,36 @@ async fn two_hundred_silent_connections_do_not_lock_a_new_client_out() {
 
 #[tokio::test]
 async fn idle_connections_make_room_for_new_clients() {
-    let daemon = TestDaemon::start_with(|s| s.max_connections = 3).await;
-    // Three apps connected, each did its handshake and is idle now.
-    let idle = [
-        daemon.client().await,
-        daemon.client().await,
-        daemon.client().await,
-    ];
-    // A fourth and a fifth are served: idle connections were closed for
-    // them. (Busy ones are not: `connections_past_the_limit_get_resource_exhausted`.)
+    // No first-request deadline to speak of: here only making room closes
+    // connections.
+    let daemon = TestDaemon::start_with(|s| {
+        s.max_connections = 3;
+        s.first_request_deadline = Duration::from_secs(3600);
+    })
+    .await;
+    // The connection idle longest: it never sent anything.
+    let mut oldest = tokio::net::UnixStream::connect(daemon.socket())
+        .await
+        .unwrap();
+    // Two apps connected, each did its handshake and is idle now.
+    let idle = [daemon.client().await, daemon.client().await];
+    // A newcomer is served: the idlest connection was closed for it.
     let k = CredentialKey::new("jellyfin", "idle", "u", "").unwrap();
-    for _ in 0..2 {
-        let newcomer = daemon.client().await;
-        newcomer
-            .store(&k, Secret::from("t"), StoreOptions::default())
-            .await
-            .unwrap();
-    }
+    let newcomer = daemon.client().await;
+    newcomer
+        .store(&k, Secret::from("t"), StoreOptions::default())
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    // End of stream or a reset: either way, closed.
+    let _closed = tokio::time::timeout(Duration::from_secs(10), oldest.read_to_end(&mut sink))
+        .await
+        .expect("the connection idle longest is closed");
+    // And another: an idle app's connection makes room this time.
+    let another = daemon.client().await;
+    assert_eq!(another.retrieve(&k).await.unwrap().secret.expose(), b"t");
+    // (Busy connections are never closed for a newcomer:
+    // `connections_past_the_limit_get_resource_exhausted`.)
     drop(idle);
 }
 
