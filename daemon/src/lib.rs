@@ -217,9 +217,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     use limits::SMALL_MESSAGE;
+    // Answers are not held to the request limit: a List page of 1000
+    // credentials is larger, and answers are bounded by the page size.
     let credentials = CredentialsServer::new(CredentialsService::new(shared.clone()))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+        .max_decoding_message_size(max_message);
     let daemon = DaemonServer::new(DaemonService::new(shared.clone()))
         .max_decoding_message_size(SMALL_MESSAGE)
         .max_encoding_message_size(SMALL_MESSAGE);

@@ -368,6 +368,39 @@ async fn requests_that_are_not_grpc_get_http_415_and_are_not_served() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "nothing stored: {err}");
 }
 
+#[tokio::test]
+async fn a_full_page_of_a_thousand_credentials_is_answered() {
+    // The answer is larger than a request may be (max_secret_bytes plus
+    // 16 KiB): the request limit must not apply to it.
+    let daemon = TestDaemon::start().await;
+    let client = daemon.client().await;
+    for i in 0..1000 {
+        let k = CredentialKey::new(
+            "jellyfin",
+            &format!("server-{i:04}-{}", "s".repeat(40)),
+            &format!("user-{}", "u".repeat(40)),
+            "",
+        )
+        .unwrap();
+        let label = Some("L".repeat(60));
+        let options = StoreOptions {
+            label,
+            ..Default::default()
+        };
+        client.store(&k, Secret::from("t"), options).await.unwrap();
+    }
+    let mut raw = daemon.raw().await;
+    let page = raw
+        .list(keyhaven_proto::pb::ListRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.credentials.len(), 1000);
+}
+
 /// A config file in `env` with `contents`.
 fn write_config(env: &TestEnv, contents: &str) {
     let dir = env.home().join(".config/keyhaven");
