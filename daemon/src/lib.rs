@@ -288,32 +288,42 @@ pub async fn serve(
         }
     };
     tokio::pin!(grace_over);
+    // The accept loop ends without error only once the server has dropped
+    // its stream (shutdown). Any other end is fatal: no client could
+    // connect any more, and the daemon must not look healthy. It may also
+    // end the server (its stream ends), so its outcome is looked at first.
     let mut accepting = true;
     loop {
         tokio::select! {
-            result = &mut server => return result.map_err(std::io::Error::other),
+            result = &mut server => {
+                if accepting {
+                    accept_outcome(accept_task.await)?;
+                }
+                return result.map_err(std::io::Error::other);
+            }
             () = &mut grace_over => {
                 tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
                 return Ok(());
             }
-            // The accept loop ends without error only once the server has
-            // dropped its stream (shutdown). Any other end is fatal: no
-            // client could connect any more, and the daemon must not look
-            // healthy.
             ended = &mut accept_task, if accepting => {
-                let error = match ended {
-                    Ok(Ok(())) => {
-                        accepting = false;
-                        continue;
-                    }
-                    Ok(Err(e)) => e,
-                    Err(e) => std::io::Error::other(format!("the accept loop failed: {e}")),
-                };
-                tracing::error!(error = %error, "cannot accept connections any more");
-                return Err(error);
+                accept_outcome(ended)?;
+                accepting = false;
             }
         }
     }
+}
+
+/// `Err` when the accept loop failed or panicked.
+fn accept_outcome(
+    ended: Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> std::io::Result<()> {
+    let error = match ended {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(e) => std::io::Error::other(format!("the accept loop failed: {e}")),
+    };
+    tracing::error!(error = %error, "cannot accept connections any more");
+    Err(error)
 }
 
 /// HTTP/2 streams one connection may have open at once.
