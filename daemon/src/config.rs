@@ -6,7 +6,7 @@
 //! data_dir = "/home/me/.local/share/keyhaven"   # database and lock
 //! key_file = "/home/me/.config/keyhaven/keyhaven.key"
 //! max_secret_bytes = 65536                       # largest secret accepted
-//! max_connections = 128                          # concurrent client connections
+//! max_connections = 128                          # concurrent client connections (1 to 4096)
 //! allowed_uids = []                              # other uids allowed besides the daemon's own
 //! log_format = "text"                            # or "json"
 //! key_source = "keyring"                        # pin a key tier: "systemd-credential", "keyring" or "file"
@@ -35,6 +35,7 @@ use crate::custody::KeyTier;
 use crate::error::StartError;
 use crate::keyring::KeyringChoice;
 pub use crate::legacy::Options as LegacyOptions;
+pub use crate::listener::{DEFAULT_FIRST_REQUEST_DEADLINE, MAX_CONNECTIONS_CEILING};
 use crate::policy::{Policy, PolicyConfig};
 
 /// Default for [`Settings::max_secret_bytes`].
@@ -130,8 +131,13 @@ pub struct Settings {
     pub key_file: PathBuf,
     /// Largest secret accepted, in bytes.
     pub max_secret_bytes: usize,
-    /// Most concurrent client connections served; more get RESOURCE_EXHAUSTED.
+    /// Most concurrent client connections served: at the limit, the one
+    /// idle longest is closed for a newcomer; when all are busy, more get
+    /// RESOURCE_EXHAUSTED.
     pub max_connections: usize,
+    /// How long a new connection may take to send its first request before
+    /// it is closed.
+    pub first_request_deadline: Duration,
     /// Uids allowed besides the daemon's own.
     pub allowed_uids: Vec<u32>,
     /// Log format.
@@ -179,6 +185,7 @@ impl Settings {
             key_file: dir.join("config").join(paths::KEY_FILE_NAME),
             max_secret_bytes: DEFAULT_MAX_SECRET_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            first_request_deadline: DEFAULT_FIRST_REQUEST_DEADLINE,
             allowed_uids: Vec::new(),
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
@@ -216,10 +223,35 @@ impl Settings {
             });
         }
         let max_connections = file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        if max_connections == 0 {
+        if max_connections == 0 || max_connections > MAX_CONNECTIONS_CEILING {
             return Err(StartError::Config {
                 path: config_path,
-                reason: "max_connections must be at least 1".into(),
+                reason: format!(
+                    "max_connections is {max_connections}; it must be between 1 and \
+                     {MAX_CONNECTIONS_CEILING} (the default is {DEFAULT_MAX_CONNECTIONS})"
+                ),
+            });
+        }
+        // An empty path would mean "the current directory" to some calls and
+        // nothing to others: refuse it, naming where it came from.
+        if over
+            .data_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(StartError::EmptySetting {
+                setting: "data_dir",
+                origin: "--data-dir".into(),
+            });
+        }
+        if file
+            .data_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(StartError::EmptySetting {
+                setting: "data_dir",
+                origin: format!("the config file {}", config_path.display()),
             });
         }
         let config_error = |reason: String| StartError::Config {
@@ -256,6 +288,7 @@ impl Settings {
             key_file: paths::key_file(over.key_file.as_deref(), file.key_file.as_deref(), env)?,
             max_secret_bytes,
             max_connections,
+            first_request_deadline: DEFAULT_FIRST_REQUEST_DEADLINE,
             allowed_uids: file.allowed_uids.unwrap_or_default(),
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_grace: Duration::from_secs(10),

@@ -59,6 +59,16 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A setting that names a path was given as an empty string.
+    #[error(
+        "{setting} is empty (set by {origin}); give it a directory, or leave it out to use the default"
+    )]
+    EmptySetting {
+        /// The setting's name.
+        setting: &'static str,
+        /// Where it was set: the flag, or the config file.
+        origin: String,
+    },
 }
 
 /// A request that cannot be served, in domain terms.

@@ -25,7 +25,8 @@
 //! - [`events`]: the change feed behind Watch.
 //! - [`audit`]: who did what, kept in the store with bounded retention.
 //! - [`policy`]: the optional per-app policy, reloadable.
-//! - [`limits`]: oversize requests answered RESOURCE_EXHAUSTED.
+//! - [`limits`]: the gRPC boundary: HTTP 415 for requests that are not
+//!   gRPC, oversize messages answered RESOURCE_EXHAUSTED.
 //! - [`error`]: error types and the one mapping to gRPC statuses.
 //!
 //! Start-up order: settings, data directory (0700), store lock, database
@@ -179,20 +180,34 @@ impl Prepared {
         )
         .await;
         let _ = self.stopping_tx.send(true);
-        let _ = maintenance.await;
+        // Upkeep that died (a panic) is as fatal as serving that failed.
+        let result = match (result, maintenance.await) {
+            (Ok(()), Err(e)) => Err(std::io::Error::other(format!(
+                "background upkeep (expiry sweep, key retry, policy reload) failed: {e}"
+            ))),
+            (result, _) => result,
+        };
         self.shared.audit.flush().await;
         self.shared.vault.database().close().await;
         tracing::info!("keyhavend stopped");
-        result.map_err(|e| StartError::Io {
+        result.map_err(|source| StartError::Io {
             what: "serve on",
             path: self.socket.path().to_path_buf(),
-            source: std::io::Error::other(e),
+            source,
         })
     }
 }
 
 /// Serves the keyhaven services on `listener` until `shutdown` completes.
 /// Every connection passes the peer check in [`listener::incoming`] first.
+///
+/// Every service and connection is bounded: `Credentials` messages by
+/// `max_message`, every other service's by [`limits::SMALL_MESSAGE`];
+/// HTTP/2 flow-control windows and streams per connection are capped, so
+/// a client cannot make the daemon buffer more than those limits allow.
+///
+/// Returns an error when serving cannot go on (the accept loop failed):
+/// the caller must treat that as fatal.
 pub async fn serve(
     listener: platform::Listener,
     shared: Arc<Shared>,
@@ -200,27 +215,44 @@ pub async fn serve(
     max_message: usize,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
+) -> std::io::Result<()> {
+    use limits::SMALL_MESSAGE;
+    // Answers are not held to the request limit: a List page of 1000
+    // credentials is larger, and answers are bounded by the page size.
     let credentials = CredentialsServer::new(CredentialsService::new(shared.clone()))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    let daemon = DaemonServer::new(DaemonService::new(shared.clone()));
+        .max_decoding_message_size(max_message);
+    let daemon = DaemonServer::new(DaemonService::new(shared.clone()))
+        .max_decoding_message_size(SMALL_MESSAGE)
+        .max_encoding_message_size(SMALL_MESSAGE);
     // grpc.health.v1: "" and keyhaven.v1.Credentials are SERVING while the
     // store is open with its key, NOT_SERVING while it is locked and from
     // the moment shutdown starts.
     let health = shared.health.clone();
     let health_service = tonic_health::pb::health_server::HealthServer::new(
         tonic_health::server::HealthService::from_health_reporter(health.clone()),
-    );
+    )
+    .max_decoding_message_size(SMALL_MESSAGE)
+    .max_encoding_message_size(SMALL_MESSAGE);
     set_health(&shared).await;
-    let audit = AuditServer::new(AuditService::new(shared));
+    // Audit.Query answers are bounded by their page size, not by this.
+    let audit =
+        AuditServer::new(AuditService::new(shared)).max_decoding_message_size(SMALL_MESSAGE);
+    // A reflection answer carries file descriptors: at most all of them.
+    let reflection_answer = SMALL_MESSAGE
+        + keyhaven_proto::FILE_DESCRIPTOR_SET.len()
+        + tonic_health::pb::FILE_DESCRIPTOR_SET.len();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keyhaven_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| tracing::error!(error = %e, "server reflection is unavailable"))
-        .ok();
+        .ok()
+        .map(|r| {
+            r.max_decoding_message_size(SMALL_MESSAGE)
+                .max_encoding_message_size(reflection_answer)
+        });
     let incoming = listener::incoming(listener, policy);
+    let mut accept_task = incoming.task;
     let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
@@ -234,31 +266,73 @@ pub async fn serve(
         let _ = fired_tx.send(());
     };
     let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(64)
+        .max_concurrent_streams(MAX_STREAMS)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_max_header_list_size(16 * 1024)
         .timeout(Duration::from_secs(30))
-        .layer(tower::util::MapResponseLayer::new(limits::map_oversize))
+        .layer(listener::TrackRequestsLayer)
+        .layer(limits::GrpcBoundaryLayer::new(max_message))
         .add_service(InterceptedService::new(credentials, listener::admit))
         .add_service(InterceptedService::new(daemon, listener::admit))
         .add_service(InterceptedService::new(audit, listener::admit))
         .add_service(InterceptedService::new(health_service, listener::admit))
         .add_optional_service(reflection.map(|r| InterceptedService::new(r, listener::admit)))
-        .serve_with_incoming_shutdown(incoming, signal);
+        .serve_with_incoming_shutdown(incoming.stream, signal);
     tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        () = async {
-            if fired_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
+    let grace_over = async {
+        if fired_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(grace_over);
+    // The accept loop ends without error only once the server has dropped
+    // its stream (shutdown). Any other end is fatal: no client could
+    // connect any more, and the daemon must not look healthy. It may also
+    // end the server (its stream ends), so its outcome is looked at first.
+    let mut accepting = true;
+    loop {
+        tokio::select! {
+            result = &mut server => {
+                if accepting {
+                    accept_outcome(accept_task.await)?;
+                }
+                return result.map_err(std::io::Error::other);
             }
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
-            Ok(())
+            () = &mut grace_over => {
+                tracing::warn!(grace_secs = grace.as_secs(), "connections still open after the grace period; closing them");
+                return Ok(());
+            }
+            ended = &mut accept_task, if accepting => {
+                accept_outcome(ended)?;
+                accepting = false;
+            }
         }
     }
 }
+
+/// `Err` when the accept loop failed or panicked.
+fn accept_outcome(
+    ended: Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> std::io::Result<()> {
+    let error = match ended {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(e) => std::io::Error::other(format!("the accept loop failed: {e}")),
+    };
+    tracing::error!(error = %error, "cannot accept connections any more");
+    Err(error)
+}
+
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS: u32 = 64;
+/// Bytes a client may send on one stream before the daemon has read them.
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// Bytes a client may send on one connection before the daemon has read
+/// them, all streams together.
+const CONNECTION_WINDOW: u32 = 256 * 1024;
 
 /// Background upkeep until shutdown: the expiry sweep (EXPIRED events),
 /// audit retention, and reloading the policy when the config file changes.
@@ -401,6 +475,7 @@ async fn prepare_with(
             own_uid: platform::own_uid(),
             allowed_uids: settings.allowed_uids.clone(),
             max_connections: settings.max_connections,
+            first_request_deadline: settings.first_request_deadline,
             audit: Some(audit),
             open: OpenConnections::default(),
         },

@@ -1,13 +1,124 @@
-//! Oversize requests: tonic rejects a message over the decoding limit with
-//! OUT_OF_RANGE before reading its body. keyhaven promises RESOURCE_EXHAUSTED
-//! for every limit, so this response mapper rewrites exactly that status,
-//! naming the setting that sets the limit.
+//! The gRPC boundary of every request, before any service sees it:
+//!
+//! - A request whose `content-type` is not gRPC (`application/grpc`,
+//!   `application/grpc+proto`, either with parameters) is answered HTTP 415
+//!   Unsupported Media Type, as the gRPC spec asks, and served no further.
+//! - Oversize messages: tonic rejects a message over a service's size limit
+//!   with OUT_OF_RANGE before reading its body. keyhaven promises
+//!   RESOURCE_EXHAUSTED for every limit, so exactly that status is
+//!   rewritten, saying which limit applies to the service called.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use tonic::codegen::http;
 
-/// Rewrites tonic's "decoded message length too large" OUT_OF_RANGE into
-/// RESOURCE_EXHAUSTED. Other responses pass through untouched.
-pub fn map_oversize<B>(mut response: http::Response<B>) -> http::Response<B> {
+/// The size limit of requests to every service but `Credentials`, and of
+/// their responses where those are bounded: Status, health checks and
+/// reflection requests are a few hundred bytes.
+pub const SMALL_MESSAGE: usize = 64 * 1024;
+
+/// The `Credentials` service, whose limit follows `max_secret_bytes`.
+const CREDENTIALS: &str = "keyhaven.v1.Credentials";
+
+/// A tower layer applying the gRPC boundary rules (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcBoundaryLayer {
+    credentials_limit: usize,
+}
+
+impl GrpcBoundaryLayer {
+    /// `credentials_limit`: the decoding limit of the `Credentials` service.
+    pub fn new(credentials_limit: usize) -> Self {
+        Self { credentials_limit }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcBoundaryLayer {
+    type Service = GrpcBoundary<S>;
+
+    fn layer(&self, inner: S) -> GrpcBoundary<S> {
+        GrpcBoundary {
+            inner,
+            credentials_limit: self.credentials_limit,
+        }
+    }
+}
+
+/// See [`GrpcBoundaryLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcBoundary<S> {
+    inner: S,
+    credentials_limit: usize,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcBoundary<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if !is_grpc(request.headers()) {
+            tracing::debug!(
+                path = request.uri().path(),
+                "refused a request that is not gRPC (content-type); HTTP 415"
+            );
+            let mut response = http::Response::new(ResBody::default());
+            *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let service = request
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let limit = if service == CREDENTIALS {
+            format!(
+                "the limit is max_secret_bytes plus 16 KiB for the key and label, {} bytes",
+                self.credentials_limit
+            )
+        } else {
+            format!(
+                "{} requests are limited to {SMALL_MESSAGE} bytes",
+                if service.is_empty() { "these" } else { service }
+            )
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move { response.await.map(|r| map_oversize(r, &limit)) })
+    }
+}
+
+/// True for `application/grpc`, `application/grpc+proto`, with or without
+/// parameters (`;...`), in any letter case.
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let media = value.split(';').next().unwrap_or_default().trim();
+    media.eq_ignore_ascii_case("application/grpc")
+        || media.eq_ignore_ascii_case("application/grpc+proto")
+}
+
+/// Rewrites tonic's "message length too large" OUT_OF_RANGE into
+/// RESOURCE_EXHAUSTED naming `limit`. Other responses pass through
+/// untouched.
+fn map_oversize<B>(mut response: http::Response<B>, limit: &str) -> http::Response<B> {
     let Some(status) = tonic::Status::from_header_map(response.headers()) else {
         return response;
     };
@@ -16,14 +127,60 @@ pub fn map_oversize<B>(mut response: http::Response<B>) -> http::Response<B> {
     {
         return response;
     }
-    let rewritten = tonic::Status::resource_exhausted(format!(
-        "request too large: {} (the limit is max_secret_bytes plus 16 KiB for the key and label)",
-        status
-            .message()
-            .trim_start_matches("Error, decoded message length too large: ")
-    ));
+    let (what, detail) = match status
+        .message()
+        .strip_prefix("Error, decoded message length too large: ")
+    {
+        Some(detail) => ("request", detail),
+        None => (
+            "response",
+            status
+                .message()
+                .trim_start_matches("Error, encoded message length too large: "),
+        ),
+    };
+    let rewritten =
+        tonic::Status::resource_exhausted(format!("{what} too large: {detail} ({limit})"));
     if rewritten.add_header(response.headers_mut()).is_err() {
-        tracing::warn!("could not rewrite an oversize-request status");
+        tracing::warn!("could not rewrite an oversize-message status");
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some(v) = content_type {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                v.parse().unwrap_or_else(|_| unreachable!()),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn only_grpc_content_types_pass() {
+        for ok in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc; charset=utf-8",
+            "Application/GRPC+Proto;x=y",
+        ] {
+            assert!(is_grpc(&headers(Some(ok))), "{ok}");
+        }
+        for bad in [
+            "application/json",
+            "application/grpc+json",
+            "application/grpc-web",
+            "text/plain",
+            "",
+        ] {
+            assert!(!is_grpc(&headers(Some(bad))), "{bad}");
+        }
+        assert!(!is_grpc(&headers(None)));
+    }
 }

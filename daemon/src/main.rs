@@ -74,13 +74,29 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(settings, inherited));
     // A keyring call stuck in a blocking thread must not hold up the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Any error, also one after serving began (the accept loop failing),
+    // exits non-zero so that a service manager restarts the daemon.
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("keyhavend cannot continue: {e:#}");
+            tracing::error!("keyhavend cannot continue: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: most error messages already
+/// include their cause's text.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn run(settings: Settings, inherited: Option<InheritedSocket>) -> anyhow::Result<()> {

@@ -322,6 +322,7 @@ impl Database {
                 fsutil::verify_private(&side, false)?;
             }
         }
+        refuse_read_only(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(false)
@@ -329,6 +330,7 @@ impl Database {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        let refused = |e: StoreError| open_refused(path, e);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -336,8 +338,8 @@ impl Database {
             .max_lifetime(None)
             .connect_with(options.clone())
             .await
-            .map_err(StoreError::from)?;
-        MIGRATOR.run(&writer).await.map_err(StoreError::from)?;
+            .map_err(|e| refused(e.into()))?;
+        MIGRATOR.run(&writer).await.map_err(|e| refused(e.into()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -345,7 +347,7 @@ impl Database {
             .max_lifetime(None)
             .connect_with(options.read_only(true))
             .await
-            .map_err(StoreError::from)?;
+            .map_err(|e| refused(e.into()))?;
         Ok(Self {
             writer,
             reader,
@@ -1092,6 +1094,83 @@ impl Store {
 /// crash, taking the writes acknowledged since the last checkpoint with it.
 /// Opening anyway would serve an older store as if nothing happened, so
 /// start-up stops and says so.
+/// SQLite's SQLITE_READONLY; extended codes keep it in the low byte.
+const SQLITE_READONLY: i64 = 8;
+
+/// Why the database at `path` could not be opened. A read-only database
+/// (its file, its directory, or the file system) is said in those words,
+/// with the path and the fix; SQLite alone says only "attempt to write a
+/// readonly database".
+fn open_refused(path: &Path, error: StoreError) -> StartError {
+    let sqlx_error = match &error {
+        StoreError::Database(e) => Some(e),
+        StoreError::Migrate(
+            sqlx::migrate::MigrateError::Execute(e)
+            | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+        ) => Some(e),
+        _ => None,
+    };
+    let read_only = sqlx_error
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i64>().ok())
+        .is_some_and(|code| code & 0xff == SQLITE_READONLY);
+    if !read_only {
+        return error.into();
+    }
+    read_only_error(path, &format!("SQLite: {error}"))
+}
+
+/// Refuses a database that this process cannot write (checked before
+/// SQLite opens it, which would otherwise open it read-only and fail at the
+/// first write with "attempt to write a readonly database").
+#[cfg(unix)]
+fn refuse_read_only(path: &Path) -> Result<(), StartError> {
+    use rustix::fs::{Access, access};
+    use rustix::io::Errno;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for (p, what) in [(path, "the file"), (dir, "its directory")] {
+        match access(p, Access::WRITE_OK) {
+            Err(e) if e == Errno::ACCESS || e == Errno::PERM || e == Errno::ROFS => {
+                let cause = if e == Errno::ROFS {
+                    "the file system is mounted read-only".to_owned()
+                } else {
+                    format!("{what} {} is not writable", p.display())
+                };
+                return Err(read_only_error(path, &cause));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn refuse_read_only(_path: &Path) -> Result<(), StartError> {
+    Ok(())
+}
+
+fn read_only_error(path: &Path, cause: &str) -> StartError {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    StartError::Io {
+        what: "open the database",
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "it is read-only for uid {uid} ({cause}). keyhavend writes to the \
+                 database, to its -wal and -shm files beside it and to their directory {dir}: \
+                 make them writable by this user (`chmod u+w {dir} {db}`, and check that the \
+                 file system is not mounted read-only), or point data_dir (--data-dir, \
+                 KEYHAVEN_DATA_DIR) at a writable directory",
+                uid = keyhaven_proto::paths::current_uid(),
+                dir = dir.display(),
+                db = path.display(),
+            ),
+        ),
+    }
+}
+
 fn refuse_lost_wal(path: &Path) -> Result<(), StartError> {
     let side = |suffix: &str| {
         let mut p = path.as_os_str().to_owned();

@@ -6,7 +6,7 @@
 
 use std::io::Write as _;
 
-use keyhaven::{Client, CredentialKey, ErrorKind, Secret, StoreOptions};
+use keyhaven::{Client, CredentialKey, ErrorKind, ListFilter, Secret, StoreOptions};
 use keyhaven_tests::TestEnv;
 use tokio::io::AsyncWriteExt;
 
@@ -60,14 +60,19 @@ async fn floods_are_refused_and_well_formed_clients_keep_being_served() {
         hostile.push(s);
     }
 
-    // A flood of clients: the first ones are admitted, the next get
-    // RESOURCE_EXHAUSTED, the rest are closed; none of it disturbs the
-    // clients already served.
+    // A flood of clients, each keeping its connection busy with a Watch
+    // stream (idle ones would be closed to make room): the first ones are
+    // admitted, the next get RESOURCE_EXHAUSTED, the rest are closed; none
+    // of it disturbs the clients already served.
+    let mut watches = vec![first.watch(&ListFilter::default(), false).await.unwrap()];
     let mut admitted = vec![first];
     let (mut exhausted, mut closed) = (0, 0);
     for _ in 0..(MAX_CONNECTIONS * 3) {
         match Client::connect_to(env.socket()).await {
-            Ok(c) => admitted.push(c),
+            Ok(c) => {
+                watches.push(c.watch(&ListFilter::default(), false).await.unwrap());
+                admitted.push(c);
+            }
             Err(e) if e.kind() == ErrorKind::ResourceExhausted => {
                 assert!(e.to_string().contains("max_connections"), "{e}");
                 exhausted += 1;
@@ -126,7 +131,7 @@ async fn floods_are_refused_and_well_formed_clients_keep_being_served() {
     );
 
     // Everything released: new clients are served again.
-    drop(admitted);
+    drop((watches, admitted));
     drop(hostile);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let client = loop {

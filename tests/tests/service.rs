@@ -620,6 +620,10 @@ async fn connections_past_the_limit_get_resource_exhausted() {
     let daemon = TestDaemon::start_with(|s| s.max_connections = 2).await;
     let a = daemon.client().await;
     let b = daemon.client().await;
+    // Both busy (a Watch stream open each): idle connections would be
+    // closed to make room instead.
+    let watch_a = a.watch(&ListFilter::default(), false).await.unwrap();
+    let _watch_b = b.watch(&ListFilter::default(), false).await.unwrap();
     let err = keyhaven::Client::connect_to(daemon.socket())
         .await
         .unwrap_err();
@@ -630,7 +634,7 @@ async fn connections_past_the_limit_get_resource_exhausted() {
         .await
         .unwrap();
     assert_eq!(b.retrieve(&k).await.unwrap().secret.expose(), b"x");
-    drop(a);
+    drop((watch_a, a));
     // The freed slot is reusable once the daemon has seen the close; the
     // status call retries until the connection count drops.
     let mut connected = None;
