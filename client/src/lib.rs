@@ -171,6 +171,9 @@ impl From<tonic::Status> for Error {
     }
 }
 
+/// Credentials asked for per `List` page.
+const LIST_PAGE_SIZE: u32 = 50;
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -422,7 +425,9 @@ impl Client {
                 user_id: filter.user_id.clone().unwrap_or_default(),
                 match_empty_server_id: filter.server_id.is_some(),
                 match_empty_user_id: filter.user_id.is_some(),
-                page_size: 500,
+                // Small enough that a page of the largest keys and labels
+                // (about 1 KiB each) fits the daemon's message limit.
+                page_size: LIST_PAGE_SIZE,
                 page_token,
             };
             let page = self.credentials().list(request).await?.into_inner();
