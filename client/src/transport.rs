@@ -24,6 +24,7 @@ use hyper_util::rt::TokioIo;
 
 /// Who may serve the socket besides this user.
 #[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(windows, allow(dead_code))] // the opt-in names a Unix uid
 pub(crate) struct Trust {
     /// One other uid the user opted in to (Unix only).
     pub(crate) allow_uid: Option<u32>,
@@ -80,6 +81,7 @@ impl From<io::Error> for ConnectError {
 
 /// What is at `path`, when it is not something to connect to.
 #[derive(Debug)]
+#[cfg_attr(windows, allow(dead_code))] // a pipe is only found by connecting
 pub(crate) enum Probe {
     /// Nothing there.
     Missing(io::Error),
