@@ -30,7 +30,9 @@
 //! are the server id and the user id, taken verbatim (no `%` unescaping)
 //! and neither may be empty. JellyTau's ids are hex UUIDs, so an id that
 //! itself contains `::` would give more than four parts; such a key is
-//! refused rather than guessed at.
+//! refused rather than guessed at, and so is one with a `:` next to a
+//! separator (`jellytau::a:::b::access_token` could be server `a:` or user
+//! `:b`).
 //!
 //! Every malformed name is an [`ErrorKind::InvalidArgument`] error that
 //! says which rule it broke. Removing a credential that does not exist is
@@ -68,7 +70,7 @@ pub fn jellytau_key(key: &str) -> Result<CredentialKey> {
 /// A mapping failure as a client error (INVALID_ARGUMENT either way).
 pub(crate) fn from_legacy(e: LegacyError) -> Error {
     match e {
-        LegacyError::Shape(message) => invalid(message),
+        LegacyError::Shape(message) | LegacyError::Ambiguous(message) => invalid(message),
         LegacyError::Key(key) => key.into(),
     }
 }

@@ -15,10 +15,17 @@
 //! - otherwise **failed**, with the reason (never the secret).
 //!
 //! Sources are never modified, except that a Reel database may be wiped
-//! with `--wipe-source`, and then only the rows verified in the store and
-//! only when every row was verified. So an import killed at any point
-//! leaves each credential in its source, in the store, or in both; running
-//! it again finds the ones already done "present" and completes the rest.
+//! with `--wipe-source`, and then only the rows verified in the store, only
+//! when every row was verified, and only a row whose token is still the one
+//! imported (`DELETE ... WHERE id = ? AND token = ?`): a token Reel refreshed
+//! after it was read stays in the file, and is reported. So an import killed
+//! at any point leaves each credential in its source, in the store, or in
+//! both; running it again finds the ones already done "present" and
+//! completes the rest.
+//!
+//! JellyTau entries whose name more than one key could have written (ids
+//! with `::`, or a `:` at the separator; see `keyhaven_proto::legacy`) are
+//! skipped with the reason, never guessed at.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -363,8 +370,19 @@ fn reel_candidate(row: ReelRow) -> Candidate {
     }
 }
 
-/// Removes the rows `ids` from Reel's database (after they were verified).
-pub async fn wipe_reel_rows(path: &Path, ids: &[i64]) -> Result<u64, ReelDbError> {
+/// What `--wipe-source` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wiped {
+    /// Rows removed: each still held the token that was imported.
+    pub removed: u64,
+    /// Rows kept because their token changed after it was read (Reel
+    /// refreshed it): the newer token is not in the store yet.
+    pub changed: Vec<i64>,
+}
+
+/// Removes the verified `rows` (row id and the token imported from it)
+/// from Reel's database, each only if it still holds that token.
+pub async fn wipe_reel_rows(path: &Path, rows: &[(i64, &Secret)]) -> Result<Wiped, ReelDbError> {
     use sqlx::ConnectOptions;
     let error = |source| ReelDbError {
         path: path.display().to_string(),
@@ -376,17 +394,37 @@ pub async fn wipe_reel_rows(path: &Path, ids: &[i64]) -> Result<u64, ReelDbError
         .connect()
         .await
         .map_err(error)?;
-    let mut removed = 0;
-    for id in ids {
-        removed += sqlx::query("DELETE FROM auth_tokens WHERE id = ?")
+    let mut wiped = Wiped::default();
+    for (id, token) in rows {
+        // Tokens were read as text; compare as text (a BLOB never equals it).
+        let Ok(token) = std::str::from_utf8(token.expose()) else {
+            wiped.changed.push(*id);
+            continue;
+        };
+        let removed = sqlx::query("DELETE FROM auth_tokens WHERE id = ? AND token = ?")
             .bind(id)
+            .bind(token)
             .execute(&mut conn)
             .await
             .map_err(error)?
             .rows_affected();
+        if removed > 0 {
+            wiped.removed += removed;
+            continue;
+        }
+        // Not removed: changed meanwhile, or already gone.
+        let (still_there,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM auth_tokens WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(error)?;
+        if still_there > 0 {
+            wiped.changed.push(*id);
+        }
     }
     let _ = sqlx::Connection::close(conn).await;
-    Ok(removed)
+    Ok(wiped)
 }
 
 /// Reel's timestamps: `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or Unix seconds.
@@ -459,23 +497,33 @@ mod keyring_source {
     use std::collections::HashMap;
     use std::sync::Arc;
 
-    use keyhaven_proto::legacy::{self, KeyringName, Location};
+    use keyhaven_proto::legacy::{self, KeyringName, LegacyError, Location};
     use keyring_core::{CredentialStore, Entry};
 
     use super::{Candidate, KeyringQuery};
     use crate::{CredentialKey, Secret};
 
     /// An entry's name and the key it maps to (or why it does not).
-    type Named = (KeyringName, Result<CredentialKey, String>);
+    type Named = (KeyringName, Result<CredentialKey, LegacyError>);
 
     pub(super) fn read(query: &KeyringQuery) -> Result<Vec<Candidate>, String> {
-        let store = open()?;
-        let names: Vec<Named> = match query {
+        // A key JellyTau's layout cannot hold unambiguously is refused
+        // before the keyring is opened.
+        let jellytau = match query {
             KeyringQuery::JellyTau { server_id, user_id } => {
                 let key = CredentialKey::new(legacy::JELLYTAU_PROVIDER, server_id, user_id, "")
                     .map_err(|e| e.to_string())?;
-                located(&store, &key)?
+                legacy::jellytau_name_of(&key).map_err(|e| format!("not importing: {e}"))?;
+                Some(key)
             }
+            _ => None,
+        };
+        let store = open()?;
+        let names: Vec<Named> = match query {
+            KeyringQuery::JellyTau { .. } => match &jellytau {
+                Some(key) => located(&store, key)?,
+                None => Vec::new(),
+            },
             KeyringQuery::Reel { source_id } => {
                 let mut out = Vec::new();
                 for token_type in [legacy::REEL_TOKEN, "api_key"] {
@@ -488,13 +536,24 @@ mod keyring_source {
             KeyringQuery::Discover(layout) => all_names(&store)?
                 .into_iter()
                 .filter_map(|name| match legacy::classify(&name) {
-                    Some((l, key)) if l == *layout => Some((name, key.map_err(|e| e.to_string()))),
+                    Some((l, key)) if l == *layout => Some((name, key)),
                     _ => None,
                 })
                 .collect(),
         };
         let mut out = Vec::new();
         for (name, key) in names {
+            let key = match key {
+                // Which account it belongs to cannot be told: not even read.
+                Err(LegacyError::Ambiguous(reason)) => {
+                    out.push(Candidate {
+                        skip: Some(reason),
+                        ..failed(&name, String::new())
+                    });
+                    continue;
+                }
+                other => other.map_err(|e| e.to_string()),
+            };
             let secret = match store
                 .build(&name.service, &name.user, None)
                 .and_then(|e| e.get_secret())

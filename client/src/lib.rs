@@ -15,9 +15,10 @@
 //! # Layout
 //!
 //! - [`Client`]: connects over the Unix socket (Windows: the named pipe,
-//!   see `transport.rs`), checks the daemon's protocol
-//!   number, and offers typed `store` / `retrieve` / `delete` / `list` /
-//!   `status`.
+//!   see `transport.rs`) as [`ConnectOptions`] say (`connect.rs`): it
+//!   refuses, before sending a byte, a daemon of another user
+//!   ([`ErrorKind::UntrustedDaemon`]), checks the daemon's protocol number,
+//!   and offers typed `store` / `retrieve` / `delete` / `list` / `status`.
 //! - [`Client::watch`] (a `Stream` of [`WatchEvent`]s), [`Client::logout`]
 //!   and [`Client::audit`]: sharing one login between apps (`sharing.rs`).
 //! - [`Autostart`]: optional start-on-demand of `keyhavend`
@@ -30,24 +31,24 @@
 #![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keyhaven_proto::paths::{self, ProcessEnv};
 use keyhaven_proto::pb::{
     self, credentials_client::CredentialsClient, daemon_client::DaemonClient,
 };
 use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub mod autostart;
 pub mod compat;
+mod connect;
 pub mod import;
 mod sharing;
 mod transport;
 
 pub use autostart::Autostart;
+pub use connect::{CONNECT_TIMEOUT, ConnectOptions, ENV_ALLOW_DAEMON_UID, HANDSHAKE_TIMEOUT};
 pub use keyhaven_proto::PROTOCOL;
 pub use keyhaven_proto::key::{DEFAULT_TOKEN_TYPE, KeyError, Limits};
 pub use keyhaven_proto::{CanonicalKey as CredentialKey, Secret};
@@ -73,6 +74,10 @@ pub enum ErrorKind {
     ProtocolMismatch,
     /// A stored credential cannot be decrypted (tampered or damaged).
     DataLoss,
+    /// The socket is served by another user, or its directory is not the
+    /// user's own and private: nothing was sent. Opt in to one other uid
+    /// with [`ConnectOptions::allow_daemon_uid`] only if that is meant.
+    UntrustedDaemon,
     /// Anything else.
     Other,
 }
@@ -135,6 +140,7 @@ impl Error {
             ErrorKind::InvalidArgument | ErrorKind::ResourceExhausted => exit::INVALID_INPUT,
             ErrorKind::Unavailable => exit::UNAVAILABLE,
             ErrorKind::ProtocolMismatch => exit::PROTOCOL_MISMATCH,
+            ErrorKind::UntrustedDaemon => exit::UNTRUSTED_DAEMON,
             ErrorKind::DataLoss | ErrorKind::Other => exit::FAILURE,
         }
     }
@@ -164,6 +170,9 @@ impl From<tonic::Status> for Error {
         Self::with_source(kind, message, status)
     }
 }
+
+/// Credentials asked for per `List` page.
+const LIST_PAGE_SIZE: u32 = 500;
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -313,92 +322,19 @@ impl Client {
     /// `$XDG_RUNTIME_DIR/keyhaven/keyhaven.sock`, else
     /// `${TMPDIR:-/tmp}/keyhaven-$UID/keyhaven.sock`. With
     /// `KEYHAVEN_AUTOSTART=1`, starts the daemon if none answers (see
-    /// [`Client::connect_or_start`]).
+    /// [`Client::connect_with`]); `KEYHAVEN_ALLOW_DAEMON_UID` names one
+    /// other uid whose daemon is trusted (see [`ConnectOptions::from_env`]).
     pub async fn connect() -> Result<Self> {
-        Self::connect_or_start(
-            paths::socket(None, &ProcessEnv),
-            Autostart::from_env(&ProcessEnv),
-        )
-        .await
+        Self::connect_with(ConnectOptions::from_env()?).await
     }
 
-    /// Connects to `path`. When nothing listens there and `autostart` is
-    /// given, starts `keyhavend` on that socket and waits (bounded) for it
-    /// to answer, unless a keyhavend socket unit is enabled for the user: then
-    /// systemd owns the socket, and the error says to start the unit.
+    /// Connects to `path`, starting `keyhavend` there when nothing listens
+    /// and `autostart` is given (see [`Client::connect_with`]).
     pub async fn connect_or_start(
         path: impl AsRef<Path>,
         autostart: Option<Autostart>,
     ) -> Result<Self> {
-        let path = path.as_ref();
-        let first = match Self::connect_to(path).await {
-            Ok(client) => return Ok(client),
-            Err(e) => e,
-        };
-        let Some(auto) = autostart else {
-            return Err(first);
-        };
-        if !first.nobody_listening() {
-            return Err(first);
-        }
-        if let Some(unit) = autostart::enabled_socket_unit(&ProcessEnv) {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "{}; not starting keyhavend on demand because the systemd socket unit is \
-                     enabled ({}): run `systemctl --user start keyhavend.socket`",
-                    first.message,
-                    unit.display()
-                ),
-            ));
-        }
-        let started = autostart::spawn(&auto, path).map_err(|e| {
-            Error::with_source(
-                ErrorKind::Unavailable,
-                format!(
-                    "{}; starting {} on demand failed: {e}",
-                    first.message,
-                    auto.program.display()
-                ),
-                e,
-            )
-        })?;
-        loop {
-            // Bounded polling: the daemon binds its socket once its store is
-            // open; until then the socket is missing or still stale.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            match Self::connect_to(path).await {
-                Ok(client) => return Ok(client),
-                Err(e) if e.nobody_listening() => {}
-                Err(e) => return Err(e),
-            }
-            if let Some(status) = started.exited() {
-                // Another client may have started a daemon first.
-                return Self::connect_to(path).await.map_err(|_| {
-                    Error::new(
-                        ErrorKind::Unavailable,
-                        format!(
-                            "keyhavend started on demand (pid {}) exited ({status}) without \
-                             serving {}; run `{}` by hand to see why",
-                            started.pid,
-                            path.display(),
-                            auto.program.display()
-                        ),
-                    )
-                });
-            }
-            if Instant::now() > started.deadline {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "keyhavend started on demand (pid {}) did not answer on {} within {}s",
-                        started.pid,
-                        path.display(),
-                        auto.timeout.as_secs()
-                    ),
-                ));
-            }
-        }
+        Self::connect_with(ConnectOptions::new(path.as_ref()).autostart(autostart)).await
     }
 
     /// The socket [`Client::connect`] uses.
@@ -408,78 +344,7 @@ impl Client {
 
     /// Connects to the socket at `path` and checks the daemon's protocol.
     pub async fn connect_to(path: impl AsRef<Path>) -> Result<Self> {
-        let socket = path.as_ref().to_path_buf();
-        match transport::probe(&socket) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::with_source(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "keyhavend is not running (no socket at {})",
-                        socket.display()
-                    ),
-                    e,
-                ));
-            }
-            Err(e) => {
-                return Err(Error::with_source(
-                    ErrorKind::Unavailable,
-                    format!("cannot reach keyhavend at {}: {e}", socket.display()),
-                    e,
-                ));
-            }
-        }
-        let target = socket.clone();
-        // Set once the socket accepted us: a failure after that means the
-        // daemon closed the connection, not that nobody is listening.
-        let reached = Arc::new(AtomicBool::new(false));
-        let reached_in = reached.clone();
-        let channel = Endpoint::from_static("http://keyhaven.invalid")
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let target = target.clone();
-                let reached = reached_in.clone();
-                async move {
-                    let stream = transport::connect(&target).await?;
-                    reached.store(true, Ordering::SeqCst);
-                    Ok::<_, std::io::Error>(stream)
-                }
-            }))
-            .await
-            .map_err(|e| {
-                if reached.load(Ordering::SeqCst) {
-                    closed_error(&socket, e.to_string(), e)
-                } else {
-                    connect_error(&socket, e)
-                }
-            })?;
-        let mut daemon = DaemonClient::new(channel.clone());
-        let status = daemon
-            .status(pb::StatusRequest {})
-            .await
-            .map_err(|s| handshake_error(&socket, s))?
-            .into_inner();
-        if status.protocol != PROTOCOL {
-            return Err(Error::new(
-                ErrorKind::ProtocolMismatch,
-                format!(
-                    "keyhavend {} at {} speaks protocol {}, but this client ({}) speaks protocol \
-                     {PROTOCOL}. After an upgrade the old daemon is still running: restart it \
-                     (`systemctl --user restart keyhavend.service`, or stop keyhavend and start \
-                     the new one); otherwise update this client",
-                    status.version,
-                    socket.display(),
-                    status.protocol,
-                    env!("CARGO_PKG_VERSION"),
-                ),
-            ));
-        }
-        Ok(Self {
-            channel,
-            socket,
-            daemon: status_from_pb(status),
-        })
+        Self::connect_with(ConnectOptions::new(path.as_ref())).await
     }
 
     /// The socket this client is connected to.
@@ -562,7 +427,10 @@ impl Client {
                 user_id: filter.user_id.clone().unwrap_or_default(),
                 match_empty_server_id: filter.server_id.is_some(),
                 match_empty_user_id: filter.user_id.is_some(),
-                page_size: 500,
+                // A page of the largest keys and labels (about 1 KiB each)
+                // is about 500 KiB: under this client's 2 MiB decoding
+                // limit (the daemon does not cap its answers).
+                page_size: LIST_PAGE_SIZE,
                 page_token,
             };
             let page = self.credentials().list(request).await?.into_inner();
@@ -638,7 +506,7 @@ fn status_from_pb(s: pb::StatusResponse) -> DaemonStatus {
 fn metadata_from_pb(m: Option<pb::CredentialMetadata>) -> Result<Metadata> {
     let bad = |what: &str| Error::new(ErrorKind::Other, format!("the daemon sent {what}"));
     let m = m.ok_or_else(|| bad("no metadata"))?;
-    let key = CredentialKey::from_pb(m.key.as_ref()).map_err(|_| bad("an invalid key"))?;
+    let key = CredentialKey::from_pb_stored(m.key.as_ref()).map_err(|_| bad("an invalid key"))?;
     let time = |ts: Option<prost_types::Timestamp>| -> Result<Option<SystemTime>> {
         ts.map(|ts| {
             to_unix_ms(&ts)
@@ -683,55 +551,4 @@ fn io_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std
         cur = e.source();
     }
     None
-}
-
-fn connect_error(socket: &Path, e: tonic::transport::Error) -> Error {
-    use std::io::ErrorKind as Io;
-    let path = socket.display();
-    let (kind, message) = match io_error_in(&e).map(std::io::Error::kind) {
-        Some(Io::ConnectionRefused) => (
-            ErrorKind::Unavailable,
-            format!("keyhavend is not running (stale socket at {path}, nothing is listening)"),
-        ),
-        Some(Io::PermissionDenied) => (
-            ErrorKind::PermissionDenied,
-            format!("permission denied opening {path}: the socket belongs to another user"),
-        ),
-        Some(Io::NotFound) => (
-            ErrorKind::Unavailable,
-            format!("keyhavend is not running (no socket at {path})"),
-        ),
-        _ => (
-            ErrorKind::Unavailable,
-            format!("cannot connect to keyhavend at {path}: {e}"),
-        ),
-    };
-    Error::with_source(kind, message, e)
-}
-
-fn handshake_error(socket: &Path, status: tonic::Status) -> Error {
-    let err = Error::from(status);
-    match err.kind() {
-        ErrorKind::Unavailable | ErrorKind::Other => {
-            let detail = err.message.clone();
-            closed_error(socket, detail, err)
-        }
-        _ => err,
-    }
-}
-
-fn closed_error(
-    socket: &Path,
-    detail: String,
-    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> Error {
-    Error::with_source(
-        ErrorKind::Unavailable,
-        format!(
-            "keyhavend at {} closed the connection without answering ({detail}); it refuses \
-             processes of other users, see its log",
-            socket.display()
-        ),
-        source,
-    )
 }

@@ -7,12 +7,15 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use keyhaven::{
-    AuditEntry, AuditQuery, Autostart, Caller, Client, CredentialKey, DaemonStatus, Error,
-    ListFilter, Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
+    AuditEntry, AuditQuery, Autostart, Caller, Client, ConnectOptions, CredentialKey, DaemonStatus,
+    Error, ListFilter, Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
 };
 use keyhaven_proto::exit;
 
 mod prompt;
+mod terminal;
+
+use terminal::{Out, note, outln, report};
 
 /// Command-line client for keyhavend, the per-user credential daemon.
 ///
@@ -21,7 +24,7 @@ mod prompt;
 ///
 /// Exit codes: 0 ok, 1 other error, 2 bad usage, 3 not found, 4 permission
 /// denied, 5 daemon unavailable, 6 invalid input, 7 revision conflict,
-/// 8 protocol mismatch.
+/// 8 protocol mismatch, 9 untrusted daemon (another user's socket).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -33,8 +36,26 @@ struct Cli {
     /// is enabled) [env: KEYHAVEN_AUTOSTART=1]
     #[arg(long, global = true)]
     autostart: bool,
+    /// Also trust a daemon running as this uid. Only for a daemon that is
+    /// meant to serve you from another account; without it, a socket served
+    /// by another user is refused before anything is sent (exit 9).
+    #[arg(
+        long,
+        global = true,
+        value_name = "UID",
+        env = "KEYHAVEN_ALLOW_DAEMON_UID"
+    )]
+    allow_daemon_uid: Option<u32>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How to reach the daemon, from the global options.
+#[derive(Debug, Clone)]
+struct Conn {
+    socket: Option<PathBuf>,
+    autostart: bool,
+    allow_daemon_uid: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,15 +290,25 @@ impl KeyArgs {
     }
 }
 
-/// A failure of the CLI itself (reading input), or one from the daemon.
+/// A failure of the CLI itself (reading input, writing output), or one
+/// from the daemon.
 enum Failure {
     Client(Error),
     Input(String),
+    /// Stdout could not be written; a closed pipe (`| head`) is not an
+    /// error worth a word.
+    Output(std::io::Error),
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Self::Client(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Self::Output(e)
     }
 }
 
@@ -289,43 +320,63 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("keyhaven: cannot start: {e}");
+            report(&format!("cannot start: {e}"));
             return ExitCode::from(exit::FAILURE);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(Failure::Client(e)) => {
-            eprintln!("keyhaven: {e}");
+            report(&e.to_string());
             ExitCode::from(e.exit_code())
         }
         Err(Failure::Input(msg)) => {
-            eprintln!("keyhaven: {msg}");
+            report(&msg);
             ExitCode::from(exit::INVALID_INPUT)
+        }
+        // `keyhaven list | head -1`: the reader has what it wanted.
+        Err(Failure::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(exit::OK)
+        }
+        Err(Failure::Output(e)) => {
+            report(&format!("cannot write to stdout: {e}"));
+            ExitCode::from(exit::FAILURE)
         }
     }
 }
 
-async fn connect(socket: Option<PathBuf>, autostart: bool) -> Result<Client, Error> {
+async fn connect(conn: &Conn) -> Result<Client, Error> {
     let env = keyhaven_proto::paths::ProcessEnv;
-    let autostart = if autostart {
+    let autostart = if conn.autostart {
         Some(Autostart::default())
     } else {
         Autostart::from_env(&env)
     };
-    let socket = socket.unwrap_or_else(Client::default_socket);
-    Client::connect_or_start(socket, autostart).await
+    let socket = conn.socket.clone().unwrap_or_else(Client::default_socket);
+    let options = ConnectOptions::new(socket)
+        .autostart(autostart)
+        .allow_daemon_uid(conn.allow_daemon_uid);
+    Client::connect_with(options).await
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    match cli.command {
+    let Cli {
+        socket,
+        autostart,
+        allow_daemon_uid,
+        command,
+    } = cli;
+    let conn = Conn {
+        socket,
+        autostart,
+        allow_daemon_uid,
+    };
+    let mut out = Out::stdout();
+    match command {
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "keyhaven",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keyhaven", &mut script);
+            out.bytes(&script)?;
         }
         Command::Store {
             key,
@@ -337,7 +388,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let key = key.key()?;
             let secret = read_secret(secret_file.as_deref(), &key)?;
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let options = StoreOptions {
                 label,
                 expires_at: expires_in.map(|s| SystemTime::now() + Duration::from_secs(s)),
@@ -345,41 +396,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             let stored = client.store(&key, secret, options).await?;
             let verb = if stored.created { "stored" } else { "updated" };
-            println!("{verb} {} (revision {})", key, stored.metadata.revision);
+            outln!(
+                out,
+                "{verb} {} (revision {})",
+                key,
+                stored.metadata.revision
+            )?;
         }
         Command::Get { key, no_newline } => {
             let key = key.key()?;
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let cred = client.retrieve(&key).await?;
-            let mut out = std::io::stdout().lock();
-            let written = out
-                .write_all(cred.secret.expose())
-                .and_then(|()| {
-                    if no_newline {
-                        Ok(())
-                    } else {
-                        out.write_all(b"\n")
-                    }
-                })
-                .and_then(|()| out.flush());
-            if let Err(e) = written {
-                return Err(Failure::Input(format!("cannot write to stdout: {e}")));
+            // The secret exactly as stored: never escaped.
+            out.bytes(cred.secret.expose())?;
+            if !no_newline {
+                out.bytes(b"\n")?;
             }
         }
         Command::Delete { key, if_revision } => {
             let key = key.key()?;
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let meta = client.delete(&key, if_revision).await?;
-            println!("deleted {} (was revision {})", key, meta.revision);
+            outln!(out, "deleted {} (was revision {})", key, meta.revision)?;
         }
         Command::List { filter, json } => {
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let items = client.list(&filter.into()).await?;
             if json {
                 let rows: Vec<_> = items.iter().map(metadata_json).collect();
-                println!("{}", serde_json::Value::Array(rows));
+                out.exact_line(&serde_json::Value::Array(rows).to_string())?;
             } else {
-                print_table(&items);
+                print_table(&mut out, &items)?;
             }
         }
         Command::Watch {
@@ -388,14 +435,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             count,
             json,
         } => {
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let mut watch = client.watch(&filter.into(), snapshot).await?;
             let mut seen = 0u64;
             while count.is_none_or(|n| seen < n) {
                 let Some(event) = watch.next().await else {
                     break;
                 };
-                print_event(&event?, json);
+                print_event(&mut out, &event?, json)?;
                 seen += 1;
             }
         }
@@ -404,14 +451,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             server_id,
             user_id,
         } => {
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let removed = client
                 .logout(&provider, &server_id, user_id.as_deref())
                 .await?;
             for m in &removed {
-                println!("deleted {}", m.key);
+                outln!(out, "deleted {}", m.key)?;
             }
-            println!("logged out: {} credential(s) deleted", removed.len());
+            outln!(out, "logged out: {} credential(s) deleted", removed.len())?;
         }
         Command::Audit {
             key,
@@ -435,7 +482,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         })?,
                 ),
             };
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let query = AuditQuery {
                 key,
                 program,
@@ -443,35 +490,42 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 until: None,
                 limit,
             };
-            print_audit(&client.audit(&query).await?, json);
+            print_audit(&mut out, &client.audit(&query).await?, json)?;
         }
         Command::Doctor => {
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let status = client.status().await?;
-            print_doctor(&status);
+            print_doctor(&mut out, &status)?;
         }
         Command::Key(KeyCommand::Rotate) => {
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let r = client.rotate_key().await?;
-            println!(
+            outln!(
+                out,
                 "rotated the data key in the {} tier: {} -> {}, {} credential(s) re-sealed",
-                r.tier, r.old_key_id, r.new_key_id, r.resealed
-            );
+                r.tier,
+                r.old_key_id,
+                r.new_key_id,
+                r.resealed
+            )?;
         }
         Command::Key(KeyCommand::Move { to }) => {
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let from = client.move_key(&to).await?;
             if from == to {
-                println!("the data key is already kept in the {to} tier");
+                outln!(out, "the data key is already kept in the {to} tier")?;
             } else {
-                println!("moved the data key from the {from} tier to the {to} tier");
+                outln!(
+                    out,
+                    "moved the data key from the {from} tier to the {to} tier"
+                )?;
             }
         }
-        Command::Import(command) => return import(cli.socket, cli.autostart, command).await,
+        Command::Import(command) => return import(&conn, &mut out, command).await,
         Command::Status { json } => {
-            let client = connect(cli.socket, cli.autostart).await?;
+            let client = connect(&conn).await?;
             let status = client.status().await?;
-            print_status(&client, &status, json);
+            print_status(&mut out, &client, &status, json)?;
         }
     }
     Ok(())
@@ -491,11 +545,15 @@ fn read_secret(file: Option<&std::path::Path>, key: &CredentialKey) -> Result<Se
                 .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
         }
         None if std::io::stdin().is_terminal() => {
-            eprint!("Secret for {key}: ");
+            let _ = write!(
+                std::io::stderr(),
+                "Secret for {}: ",
+                terminal::inert(&key.to_string())
+            );
             let _ = std::io::stderr().flush();
             let line = prompt::read_line_no_echo()
                 .map_err(|e| Failure::Input(format!("cannot read the secret: {e}")))?;
-            eprintln!();
+            let _ = writeln!(std::io::stderr());
             bytes = line.into_vec();
         }
         None => {
@@ -537,7 +595,7 @@ fn caller_text(c: &Caller) -> String {
     format!("{program} (pid {}, uid {})", c.pid, c.uid)
 }
 
-fn print_event(e: &WatchEvent, json: bool) {
+fn print_event(out: &mut Out, e: &WatchEvent, json: bool) -> std::io::Result<()> {
     if json {
         let value = serde_json::json!({
             "kind": e.kind.as_str(),
@@ -546,7 +604,7 @@ fn print_event(e: &WatchEvent, json: bool) {
             "actor": e.actor.as_ref().map(caller_json),
             "missed": (e.kind == keyhaven::EventKind::Lagged).then_some(e.missed),
         });
-        println!("{value}");
+        out.exact_line(&value.to_string())?;
     } else {
         let mut line = format!("{} {}", rfc3339(e.time), e.kind.as_str());
         if let Some(m) = &e.metadata {
@@ -561,12 +619,12 @@ fn print_event(e: &WatchEvent, json: bool) {
                 e.missed
             ));
         }
-        println!("{line}");
+        outln!(out, "{line}")?;
     }
-    let _ = std::io::stdout().flush();
+    Ok(())
 }
 
-fn print_audit(entries: &[AuditEntry], json: bool) {
+fn print_audit(out: &mut Out, entries: &[AuditEntry], json: bool) -> std::io::Result<()> {
     if json {
         let rows: Vec<_> = entries
             .iter()
@@ -582,11 +640,11 @@ fn print_audit(entries: &[AuditEntry], json: bool) {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
-        return;
+        out.exact_line(&serde_json::Value::Array(rows).to_string())?;
+        return Ok(());
     }
     if entries.is_empty() {
-        eprintln!("no audit entries");
+        note("no audit entries");
     }
     for e in entries {
         let key = e
@@ -605,8 +663,9 @@ fn print_audit(entries: &[AuditEntry], json: bool) {
         if !e.detail.is_empty() {
             line.push_str(&format!("  ({})", e.detail));
         }
-        println!("{line}");
+        outln!(out, "{line}")?;
     }
+    Ok(())
 }
 
 /// `30s`, `15m`, `2h`, `7d`.
@@ -672,10 +731,10 @@ fn metadata_json(m: &Metadata) -> serde_json::Value {
     })
 }
 
-fn print_table(items: &[Metadata]) {
+fn print_table(out: &mut Out, items: &[Metadata]) -> std::io::Result<()> {
     if items.is_empty() {
-        eprintln!("no credentials");
-        return;
+        note("no credentials");
+        return Ok(());
     }
     let width = items
         .iter()
@@ -683,23 +742,29 @@ fn print_table(items: &[Metadata]) {
         .max()
         .unwrap_or(3)
         .max(3);
-    println!(
+    outln!(
+        out,
         "{:<width$}  {:>8}  {:<20}  {:<20}  LABEL",
-        "KEY", "REVISION", "UPDATED", "EXPIRES"
-    );
+        "KEY",
+        "REVISION",
+        "UPDATED",
+        "EXPIRES"
+    )?;
     for m in items {
-        println!(
+        outln!(
+            out,
             "{:<width$}  {:>8}  {:<20}  {:<20}  {}",
             m.key.to_string(),
             m.revision,
             rfc3339(m.updated_at),
             m.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
             m.label.as_deref().unwrap_or("")
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn print_doctor(s: &DaemonStatus) {
+fn print_doctor(out: &mut Out, s: &DaemonStatus) -> std::io::Result<()> {
     let explain = |tier: &str| match tier {
         "systemd-credential" => {
             "a systemd credential, decrypted by systemd when the service starts (TPM- or \
@@ -717,29 +782,33 @@ fn print_doctor(s: &DaemonStatus) {
              your home directory can read the key too."
         }
     };
-    println!("keyhaven doctor");
-    println!();
+    outln!(out, "keyhaven doctor")?;
+    outln!(out)?;
     match (
         &s.key_problem,
         s.key_tiers.iter().find(|t| t.state == "active"),
     ) {
         (Some(problem), _) => {
-            println!("PROBLEM: the credential store is locked. Apps get \"unavailable\" until");
-            println!("this is fixed; keyhavend keeps looking on its own.");
-            println!("  {problem}");
+            outln!(
+                out,
+                "PROBLEM: the credential store is locked. Apps get \"unavailable\" until"
+            )?;
+            outln!(out, "this is fixed; keyhavend keeps looking on its own.")?;
+            outln!(out, "  {problem}")?;
         }
         (None, Some(active)) => {
-            println!(
+            outln!(
+                out,
                 "Your tokens are encrypted with a data key (id {}) kept in:",
                 s.key_id
-            );
-            println!("  {} ({})", active.tier, active.detail);
-            println!("  {}", explain(&active.tier));
+            )?;
+            outln!(out, "  {} ({})", active.tier, active.detail)?;
+            outln!(out, "  {}", explain(&active.tier))?;
         }
-        (None, None) => println!("The daemon did not report where its key is."),
+        (None, None) => outln!(out, "The daemon did not report where its key is.")?,
     }
-    println!();
-    println!("Where a data key can be kept, strongest first:");
+    outln!(out)?;
+    outln!(out, "Where a data key can be kept, strongest first:")?;
     for t in &s.key_tiers {
         let state = match t.state.as_str() {
             "active" => "in use",
@@ -750,39 +819,56 @@ fn print_doctor(s: &DaemonStatus) {
             "skipped" => "not checked (a stronger tier is in use)",
             other => other,
         };
-        println!("  {:<19} {state}: {}", t.tier, t.detail);
+        outln!(out, "  {:<19} {state}: {}", t.tier, t.detail)?;
     }
     let active = s
         .key_tiers
         .iter()
         .find(|t| t.state == "active")
         .map(|t| t.tier.as_str());
-    println!();
+    outln!(out)?;
     match active {
         Some("file") => {
             let keyring = s.key_tiers.iter().find(|t| t.tier == "keyring");
             if keyring.is_some_and(|k| k.state == "empty" || k.state == "holds-key") {
-                println!("To do better: your keyring is reachable. Run");
-                println!("  keyhaven key move --to keyring");
+                outln!(out, "To do better: your keyring is reachable. Run")?;
+                outln!(out, "  keyhaven key move --to keyring")?;
             } else {
-                println!("To do better: start a keyring (e.g. gnome-keyring or KeePassXC with");
-                println!(
+                outln!(
+                    out,
+                    "To do better: start a keyring (e.g. gnome-keyring or KeePassXC with"
+                )?;
+                outln!(
+                    out,
                     "Secret Service) in your session, then run `keyhaven key move --to keyring`;"
-                );
-                println!(
+                )?;
+                outln!(
+                    out,
                     "or, for a service, provide the key as a systemd credential (see README)."
-                );
+                )?;
             }
         }
         Some("keyring") => {
-            println!("To do better on a machine with a TPM: provide the key as a systemd");
-            println!("credential (systemd-creds encrypt, LoadCredentialEncrypted=; see README).");
+            outln!(
+                out,
+                "To do better on a machine with a TPM: provide the key as a systemd"
+            )?;
+            outln!(
+                out,
+                "credential (systemd-creds encrypt, LoadCredentialEncrypted=; see README)."
+            )?;
         }
         _ => {}
     }
+    Ok(())
 }
 
-fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
+fn print_status(
+    out: &mut Out,
+    client: &Client,
+    s: &DaemonStatus,
+    json: bool,
+) -> std::io::Result<()> {
     if json {
         let value = serde_json::json!({
             "version": s.version,
@@ -803,35 +889,39 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
             "client_version": env!("CARGO_PKG_VERSION"),
             "client_protocol": keyhaven::PROTOCOL,
         });
-        println!("{value}");
-        return;
+        out.exact_line(&value.to_string())?;
+        return Ok(());
     }
-    println!(
+    outln!(
+        out,
         "keyhavend {} (protocol {}), pid {}, up {}s",
-        s.version, s.protocol, s.pid, s.uptime_seconds
-    );
-    println!("socket:    {}", client.socket().display());
-    println!(
+        s.version,
+        s.protocol,
+        s.pid,
+        s.uptime_seconds
+    )?;
+    outln!(out, "socket:    {}", client.socket().display())?;
+    outln!(
+        out,
         "store:     {} ({} credentials)",
-        s.store_path, s.credential_count
-    );
+        s.store_path,
+        s.credential_count
+    )?;
     match &s.key_problem {
-        None => println!("key tier:  {} ({})", s.key_tier, s.key_source),
-        Some(problem) => println!("key:       LOCKED: {problem}"),
+        None => outln!(out, "key tier:  {} ({})", s.key_tier, s.key_source)?,
+        Some(problem) => outln!(out, "key:       LOCKED: {problem}")?,
     }
-    println!("policy:    {}", s.policy);
-    println!(
+    outln!(out, "policy:    {}", s.policy)?;
+    outln!(
+        out,
         "client:    keyhaven {} (protocol {})",
         env!("CARGO_PKG_VERSION"),
         keyhaven::PROTOCOL
-    );
+    )?;
+    Ok(())
 }
 
-async fn import(
-    socket: Option<PathBuf>,
-    autostart: bool,
-    command: ImportCommand,
-) -> Result<(), Failure> {
+async fn import(conn: &Conn, out: &mut Out, command: ImportCommand) -> Result<(), Failure> {
     use keyhaven::import::{self, Options, Summary};
     let (candidates, common, wipe) = match command {
         ImportCommand::Keyring {
@@ -879,7 +969,7 @@ async fn import(
             (candidates, common, None)
         }
     };
-    let client = connect(socket, autostart).await?;
+    let client = connect(conn).await?;
     let options = Options {
         dry_run: common.dry_run,
         overwrite: common.overwrite,
@@ -887,12 +977,22 @@ async fn import(
     let mut summary = Summary::default();
     let mut verified_rows = Vec::new();
     let mut all_verified = true;
-    let mut out = std::io::stdout().lock();
+    // An import is finished even when nobody reads its report any more: a
+    // closed stdout does not stop it.
+    let mut say = |line: &str, json: bool| {
+        let _ = if json {
+            out.exact_line(line)
+        } else {
+            out.line(line)
+        };
+    };
     for candidate in &candidates {
         let outcome = import::import_one(&client, candidate, options).await;
         summary.add(&outcome);
         match &outcome {
-            o if o.verified() => verified_rows.extend(candidate.row_id),
+            o if o.verified() => {
+                verified_rows.extend(candidate.row_id.map(|id| (id, &candidate.secret)));
+            }
             import::Outcome::Skipped(_) => {}
             _ => all_verified = false,
         }
@@ -918,20 +1018,35 @@ async fn import(
             line
         };
         // Each line as soon as it is decided, so a killed run shows how far it got.
-        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        say(&line, common.json);
     }
     let mut wiped = None;
     if let Some(path) = wipe {
         if all_verified {
-            let n = import::wipe_reel_rows(&path, &verified_rows)
+            let done = import::wipe_reel_rows(&path, &verified_rows)
                 .await
                 .map_err(|e| Failure::Input(e.to_string()))?;
-            wiped = Some(n);
+            for id in &done.changed {
+                let reason = "its token changed after it was read (the app refreshed it); \
+                              not removed: run the import again to bring in the new token";
+                let line = if common.json {
+                    serde_json::json!({
+                        "outcome": "kept",
+                        "source": format!("row {id}"),
+                        "reason": reason,
+                    })
+                    .to_string()
+                } else {
+                    format!("kept: row {id}: {reason}")
+                };
+                say(&line, common.json);
+            }
+            wiped = Some(done);
         } else {
-            eprintln!(
-                "keyhaven: not wiping {}: not every row is verified in the store",
+            report(&format!(
+                "not wiping {}: not every row is verified in the store",
                 path.display()
-            );
+            ));
         }
     }
     let line = if common.json {
@@ -943,7 +1058,8 @@ async fn import(
                 "conflicts": summary.conflicts,
                 "skipped": summary.skipped,
                 "failed": summary.failed,
-                "wiped_rows": wiped,
+                "wiped_rows": wiped.as_ref().map(|w| w.removed),
+                "kept_changed_rows": wiped.as_ref().map(|w| w.changed.len()),
             }
         })
         .to_string()
@@ -958,12 +1074,18 @@ async fn import(
                 summary.would_import
             ));
         }
-        if let Some(n) = wiped {
-            line.push_str(&format!("; {n} rows removed from the source"));
+        if let Some(w) = &wiped {
+            line.push_str(&format!("; {} rows removed from the source", w.removed));
+            if !w.changed.is_empty() {
+                line.push_str(&format!(
+                    ", {} kept because their token changed",
+                    w.changed.len()
+                ));
+            }
         }
         line
     };
-    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    say(&line, common.json);
     if summary.failed > 0 {
         return Err(Failure::Input(format!(
             "{} credential(s) could not be imported",

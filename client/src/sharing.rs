@@ -215,7 +215,7 @@ impl Client {
 fn entry_from_pb(e: pb::AuditEntry) -> Result<AuditEntry> {
     let key = e
         .key
-        .map(|k| CredentialKey::from_pb(Some(&k)))
+        .map(|k| CredentialKey::from_pb_stored(Some(&k)))
         .transpose()
         .map_err(|_| Error::new(ErrorKind::Other, "the daemon sent an invalid key"))?;
     Ok(AuditEntry {

@@ -8,6 +8,10 @@
 //! after that verified write, never before. So a crash at any point leaves
 //! the token in the store, in the keyring, or in both.
 //!
+//! A key whose JellyTau name would not read back as that same key (an id
+//! with `::`, or a `:` at the separator) is never looked up there: another
+//! account's entry could answer it.
+//!
 //! Misses for the same key are serialised by a per-key lock, so concurrent
 //! misses migrate once: the second caller finds the row the first wrote.
 //! The whole keyring lookup is one call bounded by the keyring timeout; an
@@ -79,6 +83,9 @@ impl ReadThrough {
     ) -> Result<(Metadata, Secret), StoreError> {
         let locations = legacy::keyring_locations(key);
         if !self.options.enabled || locations.is_empty() || self.keyring.is_disabled() {
+            if let Err(e @ legacy::LegacyError::Ambiguous(_)) = legacy::jellytau_name_of(key) {
+                tracing::debug!(%key, reason = %e, "not looked up in the legacy keyring");
+            }
             return Err(miss);
         }
         let lock = self.lock_for(key);

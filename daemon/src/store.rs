@@ -231,7 +231,8 @@ impl Row {
             row_id: self.id,
             reason,
         };
-        let key = CanonicalKey::new(
+        // Stored keys may predate a rule (bidi controls): still readable.
+        let key = CanonicalKey::from_stored(
             &self.provider,
             &self.server_id,
             &self.user_id,

@@ -158,13 +158,17 @@ _keyhaven() {
 
     case "${cmd}" in
         keyhaven)
-            opts="-h -V --socket --autostart --help --version store get delete list watch logout audit doctor key import status completions help"
+            opts="-h -V --socket --autostart --allow-daemon-uid --help --version store get delete list watch logout audit doctor key import status completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -176,7 +180,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__audit)
-            opts="-h --key --program --last --limit --json --socket --autostart --help"
+            opts="-h --key --program --last --limit --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -202,6 +206,10 @@ _keyhaven() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -210,13 +218,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__completions)
-            opts="-h --socket --autostart --help bash elvish fish powershell zsh"
+            opts="-h --socket --autostart --allow-daemon-uid --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -228,7 +240,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__delete)
-            opts="-h --if-revision --socket --autostart --help"
+            opts="-h --if-revision --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,6 +254,10 @@ _keyhaven() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -250,13 +266,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__doctor)
-            opts="-h --socket --autostart --help"
+            opts="-h --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -268,13 +288,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__get)
-            opts="-n -h --no-newline --socket --autostart --help"
+            opts="-n -h --no-newline --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -552,13 +576,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__import)
-            opts="-h --socket --autostart --help keyring reel-db json help"
+            opts="-h --socket --autostart --allow-daemon-uid --help keyring reel-db json help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -640,13 +668,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__import__subcmd__json)
-            opts="-h --dry-run --overwrite --json --socket --autostart --help"
+            opts="-h --dry-run --overwrite --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -658,7 +690,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__import__subcmd__keyring)
-            opts="-h --jellytau --reel --server --user --source --dry-run --overwrite --json --socket --autostart --help"
+            opts="-h --jellytau --reel --server --user --source --dry-run --overwrite --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -680,6 +712,10 @@ _keyhaven() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -688,13 +724,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__import__subcmd__reel__subcmd__db)
-            opts="-h --wipe-source --dry-run --overwrite --json --socket --autostart --help"
+            opts="-h --wipe-source --dry-run --overwrite --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -706,13 +746,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__key)
-            opts="-h --socket --autostart --help rotate move help"
+            opts="-h --socket --autostart --allow-daemon-uid --help rotate move help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -780,7 +824,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__key__subcmd__move)
-            opts="-h --to --socket --autostart --help"
+            opts="-h --to --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -794,6 +838,10 @@ _keyhaven() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -802,13 +850,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__key__subcmd__rotate)
-            opts="-h --socket --autostart --help"
+            opts="-h --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -820,7 +872,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__list)
-            opts="-h --provider --server --user --json --socket --autostart --help"
+            opts="-h --provider --server --user --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -842,6 +894,10 @@ _keyhaven() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -850,13 +906,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__logout)
-            opts="-h --socket --autostart --help"
+            opts="-h --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -868,13 +928,17 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__status)
-            opts="-h --json --socket --autostart --help"
+            opts="-h --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -886,7 +950,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__store)
-            opts="-h --secret-file --label --expires-in --if-revision --if-absent --socket --autostart --help"
+            opts="-h --secret-file --label --expires-in --if-revision --if-absent --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -912,6 +976,10 @@ _keyhaven() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -920,7 +988,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__watch)
-            opts="-h --provider --server --user --snapshot --count --json --socket --autostart --help"
+            opts="-h --provider --server --user --snapshot --count --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -943,6 +1011,10 @@ _keyhaven() {
                     return 0
                     ;;
                 --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

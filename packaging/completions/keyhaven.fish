@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_keyhaven_global_optspecs
-    string join \n socket= autostart h/help V/version
+    string join \n socket= autostart allow-daemon-uid= h/help V/version
 end
 
 function __fish_keyhaven_needs_command
@@ -25,6 +25,7 @@ function __fish_keyhaven_using_subcommand
 end
 
 complete -c keyhaven -n "__fish_keyhaven_needs_command" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_needs_command" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_needs_command" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c keyhaven -n "__fish_keyhaven_needs_command" -s V -l version -d 'Print version'
@@ -46,21 +47,25 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l label -d 'A 
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l expires-in -d 'Expire after this many seconds' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l if-revision -d 'Only if it is still at this revision (compare-and-swap)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l if-absent -d 'Only if it does not exist yet'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -s n -l no-newline -d 'Do not print a newline after the secret'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand get" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -l if-revision -d 'Only if it is still at this revision' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l provider -d 'Only this provider' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l server -d 'Only this server id (\'\' for empty)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l user -d 'Only this user id (\'\' for empty)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l json -d 'JSON output (an array of objects)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -s h -l help -d 'Print help'
@@ -69,11 +74,13 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l server -d 'O
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l user -d 'Only this user id (\'\' for empty)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l count -d 'Exit after this many events' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l snapshot -d 'Print the current credentials first (SNAPSHOT ... SYNCED)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l json -d 'One JSON object per line'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand logout" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand logout" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand logout" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l key -d 'Only this credential: provider::server_id::user_id[::token_type]' -r
@@ -81,30 +88,36 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l program -d '
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l last -d 'Only the last DURATION, e.g. 30s, 15m, 2h, 7d' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l limit -d 'At most this many entries (newest first)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l json -d 'JSON output (an array of objects)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand audit" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand doctor" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand doctor" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand doctor" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -f -a "rotate" -d 'Re-seal every credential under a new data key (crash-safe)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -f -a "move" -d 'Move the data key to another tier'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and not __fish_seen_subcommand_from rotate move help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from rotate" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from rotate" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from rotate" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from rotate" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -l to -d 'keyring or file' -r -f -a "keyring\t''
 file\t''"
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from move" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "rotate" -d 'Re-seal every credential under a new data key (crash-safe)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "move" -d 'Move the data key to another tier'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand key; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and not __fish_seen_subcommand_from keyring reel-db json help" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and not __fish_seen_subcommand_from keyring reel-db json help" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and not __fish_seen_subcommand_from keyring reel-db json help" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and not __fish_seen_subcommand_from keyring reel-db json help" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and not __fish_seen_subcommand_from keyring reel-db json help" -f -a "keyring" -d 'JellyTau\'s or Reel\'s OS keyring entries. Without ids, every entry of that app the Secret Service has is listed and imported. The keyring entries are only read'
@@ -115,6 +128,7 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_see
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -l user -d 'JellyTau: the user id' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -l source -d 'Reel: the source id, e.g. plex_123' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -l jellytau -d 'JellyTau\'s entries (jellytau::SERVER::USER::access_token)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -l reel -d 'Reel\'s entries (service reel.SOURCE or gnome-reel.SOURCE)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -l dry-run -d 'Only say what would happen'
@@ -123,6 +137,7 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_see
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from keyring" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from reel-db" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from reel-db" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from reel-db" -l wipe-source -d 'After every row is verified in the store, delete the imported rows from the file'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from reel-db" -l dry-run -d 'Only say what would happen'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from reel-db" -l overwrite -d 'Replace a different value already in the store'
@@ -130,6 +145,7 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_see
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from reel-db" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from reel-db" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from json" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from json" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from json" -l dry-run -d 'Only say what would happen'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from json" -l overwrite -d 'Replace a different value already in the store'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from json" -l json -d 'One JSON object per line, then a summary object'
@@ -140,10 +156,12 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_see
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "json" -d 'JSON lines on stdin: {"provider", "server_id", "user_id", "token_type", "secret", "label"?, "expires_at"? (Unix seconds)}'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -l json -d 'JSON output'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand status" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand completions" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand completions" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand completions" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand help; and not __fish_seen_subcommand_from store get delete list watch logout audit doctor key import status completions help" -f -a "store" -d 'Store a credential. The secret is read from stdin (one trailing newline is dropped) or from --secret-file; never from the command line'

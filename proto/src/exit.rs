@@ -11,6 +11,7 @@
 //! | 6 | invalid input (a field or the secret breaks a limit) |
 //! | 7 | conflict (compare-and-swap revision mismatch) |
 //! | 8 | protocol mismatch (daemon and CLI versions differ) |
+//! | 9 | untrusted daemon: the socket is served by another user, or its directory is not private |
 
 /// Success.
 pub const OK: u8 = 0;
@@ -30,3 +31,6 @@ pub const INVALID_INPUT: u8 = 6;
 pub const CONFLICT: u8 = 7;
 /// The daemon speaks another protocol version.
 pub const PROTOCOL_MISMATCH: u8 = 8;
+/// The socket is served by another user (or its directory is not the
+/// user's own and private), so nothing was sent to it.
+pub const UNTRUSTED_DAEMON: u8 = 9;

@@ -4,6 +4,12 @@
 //! counts. The text form `provider::server_id::user_id::token_type` writes
 //! `%` as `%25` and `:` as `%3A` inside a field, so it round-trips for any
 //! valid key, including ids that contain `::`.
+//!
+//! No field and no label may hold a control character (C0, DEL, C1, line
+//! and paragraph separators) or a Unicode bidirectional control (U+061C,
+//! U+200E, U+200F, U+202A..U+202E, U+2066..U+2069): printed to a terminal,
+//! these reorder or hide what is around them, so that `list` could show one
+//! key while another is meant.
 
 use std::fmt;
 
@@ -57,6 +63,17 @@ pub enum KeyError {
         /// Its byte offset.
         at: usize,
     },
+    /// A field holds a Unicode bidirectional control, which can make
+    /// printed text read differently from what it is.
+    #[error("{field} contains a bidirectional control character (U+{code:04X}) at byte {at}")]
+    BidiControl {
+        /// The field.
+        field: &'static str,
+        /// The code point.
+        code: u32,
+        /// Its byte offset.
+        at: usize,
+    },
     /// A name field holds a character outside `[A-Za-z0-9._-]`.
     #[error(
         "{field} may only contain ASCII letters, digits, '.', '_' and '-' (found {found:?} at byte {at})"
@@ -93,14 +110,24 @@ impl CanonicalKey {
         user_id: &str,
         token_type: &str,
     ) -> Result<Self, KeyError> {
+        Self::checked(provider, server_id, user_id, token_type, Bidi::Refuse)
+    }
+
+    fn checked(
+        provider: &str,
+        server_id: &str,
+        user_id: &str,
+        token_type: &str,
+        bidi: Bidi,
+    ) -> Result<Self, KeyError> {
         let token_type = if token_type.is_empty() {
             DEFAULT_TOKEN_TYPE
         } else {
             token_type
         };
         check_name("key.provider", provider)?;
-        check_text("key.server_id", server_id, Limits::ID_BYTES)?;
-        check_text("key.user_id", user_id, Limits::ID_BYTES)?;
+        check_text("key.server_id", server_id, Limits::ID_BYTES, bidi)?;
+        check_text("key.user_id", user_id, Limits::ID_BYTES, bidi)?;
         check_name("key.token_type", token_type)?;
         Ok(Self {
             provider: provider.to_owned(),
@@ -114,6 +141,26 @@ impl CanonicalKey {
     pub fn from_pb(key: Option<&pb::CredentialKey>) -> Result<Self, KeyError> {
         let key = key.ok_or(KeyError::MissingKey)?;
         Self::new(&key.provider, &key.server_id, &key.user_id, &key.token_type)
+    }
+
+    /// A key that was already accepted once: a row of a store, or a key the
+    /// daemon sends back. The same rules as [`CanonicalKey::new`], except
+    /// that bidirectional controls, which older versions accepted, are let
+    /// through, so such a key can still be listed, read and deleted. Print
+    /// it only escaped.
+    pub fn from_stored(
+        provider: &str,
+        server_id: &str,
+        user_id: &str,
+        token_type: &str,
+    ) -> Result<Self, KeyError> {
+        Self::checked(provider, server_id, user_id, token_type, Bidi::Allow)
+    }
+
+    /// [`CanonicalKey::from_stored`] for a wire key.
+    pub fn from_pb_stored(key: Option<&pb::CredentialKey>) -> Result<Self, KeyError> {
+        let key = key.ok_or(KeyError::MissingKey)?;
+        Self::from_stored(&key.provider, &key.server_id, &key.user_id, &key.token_type)
     }
 
     /// The wire form.
@@ -190,7 +237,15 @@ impl fmt::Display for CanonicalKey {
 /// Checks a credential label: at most [`Limits::LABEL_BYTES`], no control
 /// characters.
 pub fn check_label(label: &str) -> Result<(), KeyError> {
-    check_text("label", label, Limits::LABEL_BYTES)
+    check_text("label", label, Limits::LABEL_BYTES, Bidi::Refuse)
+}
+
+/// Whether a check lets bidirectional controls through (only for what was
+/// stored before they were refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bidi {
+    Refuse,
+    Allow,
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), KeyError> {
@@ -198,7 +253,7 @@ fn check_name(field: &'static str, value: &str) -> Result<(), KeyError> {
         return Err(KeyError::Empty { field });
     }
     check_len(field, value, Limits::NAME_BYTES)?;
-    check_controls(field, value)?;
+    check_controls(field, value, Bidi::Refuse)?;
     match value
         .char_indices()
         .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
@@ -208,9 +263,9 @@ fn check_name(field: &'static str, value: &str) -> Result<(), KeyError> {
     }
 }
 
-fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), KeyError> {
+fn check_text(field: &'static str, value: &str, max: usize, bidi: Bidi) -> Result<(), KeyError> {
     check_len(field, value, max)?;
-    check_controls(field, value)
+    check_controls(field, value, bidi)
 }
 
 fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), KeyError> {
@@ -224,20 +279,29 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), KeyErro
     Ok(())
 }
 
-fn check_controls(field: &'static str, value: &str) -> Result<(), KeyError> {
+fn check_controls(field: &'static str, value: &str, bidi: Bidi) -> Result<(), KeyError> {
     // Cc covers NUL, C0, DEL and C1; line and paragraph separators would break
     // line-oriented output too.
-    match value
-        .char_indices()
-        .find(|(_, c)| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
-    {
-        Some((at, c)) => Err(KeyError::ControlChar {
-            field,
-            code: u32::from(c),
-            at,
-        }),
-        None => Ok(()),
+    for (at, c) in value.char_indices() {
+        let code = u32::from(c);
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            return Err(KeyError::ControlChar { field, code, at });
+        }
+        if bidi == Bidi::Refuse && is_bidi_control(c) {
+            return Err(KeyError::BidiControl { field, code, at });
+        }
     }
+    Ok(())
+}
+
+/// The Unicode bidirectional formatting characters: ALM (U+061C), LRM and
+/// RLM (U+200E, U+200F), the embeddings and overrides U+202A..U+202E and
+/// the isolates U+2066..U+2069.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 fn escape(field: &str) -> String {
@@ -363,5 +427,39 @@ mod tests {
         assert!(check_label("Living room").is_ok());
         assert!(check_label("bad\u{7}").is_err());
         assert!(check_label(&"l".repeat(Limits::LABEL_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn bidi_controls_are_refused_in_ids_and_labels_naming_field_and_code_point() {
+        for c in [
+            '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+            '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ] {
+            let id = format!("srv{c}1");
+            let err = CanonicalKey::new("jellyfin", &id, "u", "").unwrap_err();
+            let want = format!(
+                "key.server_id contains a bidirectional control character (U+{:04X}) at byte 3",
+                u32::from(c)
+            );
+            assert_eq!(err.to_string(), want);
+            let err = CanonicalKey::new("jellyfin", "s", &id, "").unwrap_err();
+            assert!(
+                err.to_string().starts_with("key.user_id contains a bidi"),
+                "{err}"
+            );
+            let err = check_label(&id).unwrap_err();
+            assert!(
+                err.to_string().starts_with("label contains a bidi"),
+                "{err}"
+            );
+        }
+        // Right-to-left text itself is fine; only the invisible controls are not.
+        assert!(CanonicalKey::new("jellyfin", "خادم", "משתמש", "").is_ok());
+        assert!(check_label("Salon \u{200B} TV").is_ok());
+        // Keys stored before the rule stay readable, and nothing else is let in.
+        let old = CanonicalKey::from_stored("jellyfin", "a\u{202E}b", "u", "").unwrap();
+        assert_eq!(old.server_id(), "a\u{202E}b");
+        assert!(CanonicalKey::from_stored("jellyfin", "a\u{202E}\u{7}", "u", "").is_err());
+        assert!(CanonicalKey::from_stored("jelly\u{202E}fin", "a", "u", "").is_err());
     }
 }

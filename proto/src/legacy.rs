@@ -26,10 +26,15 @@
 //! JellyTau's storage key is one string. Which keyring field holds it could
 //! not be confirmed from its source, so both plausible placements are
 //! recognised: service `jellytau` with the key as the user, and the key as
-//! the service (any user). Ids are taken verbatim. Read backwards (from a
-//! key to a name) the layout is unambiguous even for ids containing `::`;
-//! read forwards, a name with more than four `::`-separated parts cannot be
-//! split safely and is refused rather than guessed at.
+//! the service (any user). Ids are taken verbatim, so the layout is
+//! ambiguous for ids that contain `::` or have a `:` next to the separator:
+//! `jellytau::a::b::c::access_token` could be server `a::b` and user `c` or
+//! server `a` and user `b::c`, and `jellytau::a:::b::access_token` could be
+//! server `a:` or user `:b`. The mapping is used only where it round-trips:
+//! a name that more than one key could have produced maps to no key
+//! ([`LegacyError::Ambiguous`]), and a key whose name would read back as
+//! another key (or as none) has no JellyTau location. So neither the
+//! read-through nor `import` can hand one account's token to another.
 
 use crate::key::{CanonicalKey, DEFAULT_TOKEN_TYPE, KeyError};
 
@@ -49,6 +54,10 @@ pub enum LegacyError {
     /// The name does not have the layout's shape.
     #[error("{0}")]
     Shape(String),
+    /// The name has the layout's shape, but more than one key could have
+    /// produced it, so it maps to none: it is left alone.
+    #[error("{0}")]
+    Ambiguous(String),
     /// The parts break a key rule.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -136,10 +145,21 @@ pub fn source_key(source_id: &str, token_type: &str) -> Result<CanonicalKey, Leg
 }
 
 /// The key for a JellyTau storage key
-/// `jellytau::{server_id}::{user_id}::access_token`.
+/// `jellytau::{server_id}::{user_id}::access_token`; [`LegacyError::Ambiguous`]
+/// when the name could stand for more than one key.
 pub fn jellytau_key(key: &str) -> Result<CanonicalKey, LegacyError> {
     let what = "a JellyTau key is jellytau::{server_id}::{user_id}::access_token";
     let parts: Vec<&str> = key.split("::").collect();
+    if parts.len() > 4
+        && parts.first() == Some(&JELLYTAU_PREFIX)
+        && parts.last() == Some(&DEFAULT_TOKEN_TYPE)
+    {
+        return Err(LegacyError::Ambiguous(format!(
+            "{what}; {key:?} has {} '::'-separated parts, not 4, so which part is the server \
+             id and which the user id cannot be told: left alone",
+            parts.len()
+        )));
+    }
     let [prefix, server_id, user_id, token_type] = parts.as_slice() else {
         return Err(shape(format!(
             "{what}; {key:?} has {} '::'-separated parts, not 4",
@@ -162,6 +182,13 @@ pub fn jellytau_key(key: &str) -> Result<CanonicalKey, LegacyError> {
             }
         )));
     }
+    // `a:` + `::` + `b` and `a` + `::` + `:b` are the same text.
+    if server_id.ends_with(':') || user_id.starts_with(':') {
+        return Err(LegacyError::Ambiguous(format!(
+            "{what}; in {key:?} a ':' touches the '::' between the server id and the user id, \
+             so where one ends and the other begins cannot be told: left alone"
+        )));
+    }
     Ok(CanonicalKey::new(
         JELLYTAU_PROVIDER,
         server_id,
@@ -170,9 +197,37 @@ pub fn jellytau_key(key: &str) -> Result<CanonicalKey, LegacyError> {
     )?)
 }
 
-/// The JellyTau storage key for a server and user.
-pub fn jellytau_name(server_id: &str, user_id: &str) -> String {
-    format!("{JELLYTAU_PREFIX}::{server_id}::{user_id}::{DEFAULT_TOKEN_TYPE}")
+/// The JellyTau storage key for a server and user, when it reads back as
+/// exactly that server and user; `None` when it would not (an id containing
+/// `::`, or a `:` next to the separator), because another key could then
+/// claim the same entry.
+pub fn jellytau_name(server_id: &str, user_id: &str) -> Option<String> {
+    let name = format!("{JELLYTAU_PREFIX}::{server_id}::{user_id}::{DEFAULT_TOKEN_TYPE}");
+    let back = jellytau_key(&name).ok()?;
+    (back.server_id() == server_id && back.user_id() == user_id).then_some(name)
+}
+
+/// The JellyTau storage key `key` would be filed under, or why it has none.
+pub fn jellytau_name_of(key: &CanonicalKey) -> Result<String, LegacyError> {
+    if key.provider() != JELLYTAU_PROVIDER || key.token_type() != DEFAULT_TOKEN_TYPE {
+        return Err(shape(format!(
+            "JellyTau keeps only {JELLYTAU_PROVIDER} access tokens, not {key}"
+        )));
+    }
+    if key.server_id().is_empty() || key.user_id().is_empty() {
+        return Err(shape(format!(
+            "JellyTau's keys have a server id and a user id; {key} lacks one"
+        )));
+    }
+    jellytau_name(key.server_id(), key.user_id()).ok_or_else(|| {
+        LegacyError::Ambiguous(format!(
+            "server id {:?} and user id {:?} do not map to one JellyTau entry and back \
+             (an id contains '::' or a ':' at the separator), so {key} is not looked up \
+             in JellyTau's entries: another account's entry could answer",
+            key.server_id(),
+            key.user_id()
+        ))
+    })
 }
 
 /// Which layout a keyring entry belongs to and the key it maps to; `None`
@@ -197,12 +252,7 @@ pub fn classify(name: &KeyringName) -> Option<(Layout, Result<CanonicalKey, Lega
 /// order to look. Empty when no layout can hold this key.
 pub fn keyring_locations(key: &CanonicalKey) -> Vec<Location> {
     let mut out = Vec::new();
-    if key.provider() == JELLYTAU_PROVIDER
-        && key.token_type() == DEFAULT_TOKEN_TYPE
-        && !key.server_id().is_empty()
-        && !key.user_id().is_empty()
-    {
-        let name = jellytau_name(key.server_id(), key.user_id());
+    if let Ok(name) = jellytau_name_of(key) {
         out.push(Location::Exact(KeyringName::new(
             JELLYTAU_PREFIX,
             name.clone(),
@@ -316,19 +366,112 @@ mod tests {
     }
 
     #[test]
-    fn ids_with_double_colons_are_found_backwards_but_not_guessed_forwards() {
-        let key = CanonicalKey::new("jellyfin", "a::b", "u", "access_token").unwrap();
-        let want = "jellytau::a::b::u::access_token";
+    fn ids_with_double_colons_map_to_no_entry_in_either_direction() {
+        // Two accounts, one legacy name: neither may claim it.
+        let name_both = "jellytau::a::b::u::access_token";
+        for (server, user) in [("a::b", "u"), ("a", "b::u")] {
+            let key = CanonicalKey::new("jellyfin", server, user, "access_token").unwrap();
+            assert_eq!(keyring_locations(&key), vec![], "{key}");
+            let err = jellytau_name_of(&key).unwrap_err();
+            assert!(matches!(err, LegacyError::Ambiguous(_)), "{err}");
+            assert!(
+                err.to_string().contains("do not map to one JellyTau entry"),
+                "{err}"
+            );
+        }
+        let (_, err) = classify(&name("jellytau", name_both)).unwrap();
+        let err = err.unwrap_err();
+        assert!(matches!(err, LegacyError::Ambiguous(_)), "{err}");
+        assert!(
+            err.to_string().contains("has 5 '::'-separated parts"),
+            "{err}"
+        );
+        // A ':' at the separator: `a:` + `b` and `a` + `:b` write the same name.
+        for (server, user) in [("a:", "b"), ("a", ":b")] {
+            let key = CanonicalKey::new("jellyfin", server, user, "access_token").unwrap();
+            assert_eq!(keyring_locations(&key), vec![], "{key}");
+        }
+        let err = jellytau_key("jellytau::a:::b::access_token").unwrap_err();
+        assert!(matches!(err, LegacyError::Ambiguous(_)), "{err}");
+        assert!(err.to_string().contains("a ':' touches the '::'"), "{err}");
+        // Single colons elsewhere are unambiguous and kept.
+        let key = jellytau_key("jellytau:::s:1::u:2:::access_token");
+        assert!(
+            key.is_err(),
+            "a user id ending in ':' cannot be told from the suffix"
+        );
+        let key = jellytau_key("jellytau:::s:1::u:2::access_token").unwrap();
+        assert_eq!((key.server_id(), key.user_id()), (":s:1", "u:2"));
         assert_eq!(
             keyring_locations(&key)[0],
-            Location::Exact(name("jellytau", want))
+            Location::Exact(name("jellytau", "jellytau:::s:1::u:2::access_token"))
         );
-        let (_, err) = classify(&name("jellytau", want)).unwrap();
-        assert!(
-            err.unwrap_err()
-                .to_string()
-                .contains("has 5 '::'-separated parts")
-        );
+    }
+
+    /// Every id of up to four characters from `a`, `:` and `é`: the
+    /// tricky ones are all in there (`::`, `a:`, `:a`, `:::`, ...).
+    fn tricky_ids() -> Vec<String> {
+        let mut ids = vec![String::new()];
+        let mut frontier = vec![String::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for id in &frontier {
+                for c in ['a', ':', 'é'] {
+                    next.push(format!("{id}{c}"));
+                }
+            }
+            ids.extend(next.iter().cloned());
+            frontier = next;
+        }
+        ids
+    }
+
+    #[test]
+    fn the_jellytau_mapping_round_trips_or_refuses_over_tricky_ids() {
+        let ids = tricky_ids();
+        let mut names: std::collections::HashMap<String, Vec<(String, String)>> =
+            std::collections::HashMap::new();
+        for server in &ids {
+            for user in &ids {
+                let raw = format!("jellytau::{server}::{user}::access_token");
+                names
+                    .entry(raw)
+                    .or_default()
+                    .push((server.clone(), user.clone()));
+                let Ok(key) = CanonicalKey::new("jellyfin", server, user, "") else {
+                    continue;
+                };
+                // Backward, then forward: the same key, or no entry at all.
+                match jellytau_name_of(&key) {
+                    Ok(n) => {
+                        assert_eq!(jellytau_key(&n).as_ref(), Ok(&key), "{n}");
+                        for placement in [name("jellytau", &n), name(&n, "x")] {
+                            let (_, back) = classify(&placement).unwrap();
+                            assert_eq!(back.as_ref(), Ok(&key), "{placement}");
+                        }
+                    }
+                    Err(_) => assert!(
+                        !keyring_locations(&key)
+                            .iter()
+                            .any(|l| matches!(l, Location::Exact(n) if n.service == "jellytau")),
+                        "{key}"
+                    ),
+                }
+            }
+        }
+        // Forward: a name that several (server, user) pairs write maps to
+        // no key (it is refused as ambiguous or malformed); one that a single
+        // pair writes maps to that pair or is refused, never to another.
+        let mut mapped = 0;
+        for (n, writers) in &names {
+            if let Ok(key) = jellytau_key(n) {
+                mapped += 1;
+                assert_eq!(writers.len(), 1, "{n} is written by {writers:?}");
+                let (server, user) = &writers[0];
+                assert_eq!((key.server_id(), key.user_id()), (&**server, &**user));
+            }
+        }
+        assert!(mapped > 1000, "only {mapped} names mapped");
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! - [`paths`]: where the socket, database, config and key file live, with one
 //!   documented precedence (flag > env > XDG > fallback).
 //! - [`exit`]: the CLI's exit codes.
-//! - `pipe` (Windows): whose process is on the other end of the named pipe
-//!   (token user SIDs), for the daemon's and the client's checks.
+//! - `pipe` (Windows): who is on the other end of the named pipe (the
+//!   client's token user SID for the daemon, the pipe's owner SID for the
+//!   client).
 //! - [`PROTOCOL`]: the wire protocol number exchanged by `Status`.
 #![warn(missing_docs)]
 

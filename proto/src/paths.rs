@@ -88,6 +88,15 @@ pub fn socket(flag: Option<&Path>, env: &dyn Env) -> PathBuf {
     if let Some(p) = non_empty(env, ENV_SOCKET) {
         return p;
     }
+    default_socket(env)
+}
+
+/// The socket when neither the flag nor `KEYHAVEN_SOCKET` names one: the
+/// XDG runtime directory's, else the fallback's (Windows: the named pipe).
+/// The client trusts this location only when its directory is the user's
+/// own and closed to others, because in the shared `/tmp` fallback another
+/// user may have created it first.
+pub fn default_socket(env: &dyn Env) -> PathBuf {
     #[cfg(windows)]
     {
         pipe_path(env)
@@ -273,6 +282,11 @@ mod tests {
         let none = env(&[]);
         let want = format!("/tmp/keyhaven-{}/keyhaven.sock", current_uid());
         assert_eq!(socket(None, &none), Path::new(&want));
+        // The default ignores the flag and KEYHAVEN_SOCKET.
+        assert_eq!(
+            default_socket(&all),
+            Path::new("/run/user/1000/keyhaven/keyhaven.sock")
+        );
     }
 
     #[test]

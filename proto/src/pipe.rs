@@ -1,10 +1,13 @@
-//! Windows: whose process is at the other end of the named pipe.
+//! Windows: who is at the other end of the named pipe.
 //!
-//! Both ends compare token user SIDs: the daemon refuses a client whose
-//! process runs as another user (`GetNamedPipeClientProcessId` ->
-//! `OpenProcess` -> `OpenProcessToken` -> `GetTokenInformation(TokenUser)`),
-//! and the client refuses a server that is not its own user's, so that a pipe
-//! another user created first under the same name gets no token.
+//! The daemon refuses a client whose process runs as another user
+//! (`GetNamedPipeClientProcessId` -> `OpenProcess` -> `OpenProcessToken` ->
+//! `GetTokenInformation(TokenUser)`). The client refuses a pipe whose
+//! object is owned by another user ([`pipe_owner_sid`]: `GetSecurityInfo`
+//! with `OWNER_SECURITY_INFORMATION` on the connected handle), so that a pipe
+//! another user created first under the same name gets no token. The owner
+//! is the creator's, set by the kernel; a server PID, by contrast, names a
+//! process whose token says nothing about who created the pipe.
 //! `ImpersonateNamedPipeClient` is not used: it acts per thread and on the
 //! last message read, which does not fit an async HTTP/2 server.
 #![allow(unsafe_code)] // Win32 calls; each block says why it is sound.
@@ -13,9 +16,12 @@ use std::fmt;
 use std::io;
 
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, LocalFree};
-use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSidToStringSidW, GetSecurityInfo, SE_KERNEL_OBJECT,
+};
 use windows_sys::Win32::Security::{
-    GetLengthSid, GetTokenInformation, TOKEN_QUERY, TOKEN_USER, TokenUser,
+    GetLengthSid, GetTokenInformation, IsValidSid, OWNER_SECURITY_INFORMATION,
+    PSECURITY_DESCRIPTOR, PSID, TOKEN_QUERY, TOKEN_USER, TokenUser,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
@@ -81,6 +87,52 @@ pub fn user_sid_of_process(pid: u32) -> io::Result<Sid> {
     }
     let process = Owned(process);
     token_user_of(process.0)
+}
+
+/// The owner SID of the kernel object behind `handle`: for a named pipe,
+/// the user who created it (its first instance).
+pub fn pipe_owner_sid(handle: std::os::windows::io::BorrowedHandle<'_>) -> io::Result<Sid> {
+    use std::os::windows::io::AsRawHandle;
+    let mut owner: PSID = std::ptr::null_mut();
+    let mut descriptor: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    // SAFETY: `handle` is a live handle borrowed for this call; on success
+    // `owner` points into `descriptor`, which the API allocates and which is
+    // freed below after the SID is copied out.
+    let status = unsafe {
+        GetSecurityInfo(
+            handle.as_raw_handle(),
+            SE_KERNEL_OBJECT,
+            OWNER_SECURITY_INFORMATION,
+            &mut owner,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut descriptor,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::from_raw_os_error(status as i32));
+    }
+    // SAFETY: on success `owner` is null or points to a SID inside
+    // `descriptor`, still allocated here.
+    let sid = unsafe {
+        if owner.is_null() || IsValidSid(owner) == 0 {
+            None
+        } else {
+            let len = GetLengthSid(owner) as usize;
+            Some(std::slice::from_raw_parts(owner.cast::<u8>(), len).to_vec())
+        }
+    };
+    if !descriptor.is_null() {
+        // SAFETY: allocated by GetSecurityInfo with LocalAlloc, freed once.
+        unsafe { LocalFree(descriptor) };
+    }
+    sid.map(Sid).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the pipe has no owner in its security descriptor",
+        )
+    })
 }
 
 fn token_user_of(process: HANDLE) -> io::Result<Sid> {

@@ -307,6 +307,9 @@ fn another_users_process_is_refused_even_when_it_can_reach_the_socket() {
     assert!(probe.is_ok(), "the socket is reachable");
     drop(probe);
 
+    // The client would refuse root's daemon itself (exit 9, see
+    // client_trust.rs); opting in to uid 0 lets it try, so that the
+    // daemon's own check is what refuses here.
     let out = env
         .command("keyhaven")
         .args([
@@ -318,6 +321,7 @@ fn another_users_process_is_refused_even_when_it_can_reach_the_socket() {
             "u",
         ])
         .env("HOME", "/nonexistent")
+        .env("KEYHAVEN_ALLOW_DAEMON_UID", "0")
         .uid(65534)
         .gid(65534)
         .stdin(Stdio::null())

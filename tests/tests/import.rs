@@ -326,3 +326,120 @@ fn import_keyring_without_a_secret_service_says_so() {
     let out = env.cli(&["import", "keyring", "--jellytau", "--server", "s"], b"");
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
+
+#[test]
+fn import_keyring_refuses_jellytau_ids_that_do_not_round_trip() {
+    let env = TestEnv::new();
+    let _daemon = start(&env);
+    // Each of these names a JellyTau entry that another account's key names
+    // too; it is refused before any keyring is opened.
+    for (server, user) in [("a::b", "u"), ("a", "b::u"), ("a:", "b"), ("a", ":b")] {
+        let out = env.cli(
+            &[
+                "import",
+                "keyring",
+                "--jellytau",
+                "--server",
+                server,
+                "--user",
+                user,
+            ],
+            b"",
+        );
+        let err = stderr(&out);
+        assert_eq!(code(&out), 6, "{err}");
+        assert!(err.contains("not importing"), "{err}");
+        assert!(err.contains("do not map to one JellyTau entry"), "{err}");
+        assert!(!err.contains("D-Bus"), "the keyring was consulted: {err}");
+    }
+}
+
+/// Opens `path` in WAL mode, so that a writer holding its lock does not
+/// keep readers out (as in an app that is refreshing a token).
+async fn wal_connection(path: &Path) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions;
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn wipe_source_keeps_a_row_whose_token_changed_after_it_was_read() {
+    let env = TestEnv::new();
+    let _daemon = start(&env);
+    let db = env.root().join("reel.db");
+    let rows = vec![
+        ("plex_1".to_owned(), "token".to_owned(), "t1".to_owned()),
+        ("plex_2".to_owned(), "token".to_owned(), "t2".to_owned()),
+    ];
+    reel_db(&db, &rows);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Reel refreshes row 1's token while the import runs: its write is
+    // under way (uncommitted) when the import reads, and commits before the
+    // import wipes.
+    let mut reel = runtime.block_on(async {
+        let mut conn = wal_connection(&db).await;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE auth_tokens SET token = 'refreshed' WHERE id = 1")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    let mut child = env
+        .command("keyhaven")
+        .args(["import", "reel-db", db.to_str().unwrap(), "--wipe-source"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    // Both rows were read and imported: the old token of row 1 is in the store.
+    for _ in 0..2 {
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        assert!(line.starts_with("imported: "), "{line}");
+        text.push_str(&line);
+    }
+    runtime.block_on(async {
+        sqlx::query("COMMIT").execute(&mut reel).await.unwrap();
+    });
+    std::io::Read::read_to_string(&mut lines, &mut text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{text}{}", stderr(&out));
+    assert!(
+        text.contains("kept: row 1: its token changed after it was read"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 rows removed from the source, 1 kept because their token changed"),
+        "{text}"
+    );
+    // The refreshed token survives in Reel's file; the unchanged row is gone.
+    let left: Vec<(i64, String)> = runtime.block_on(async {
+        sqlx::query_as("SELECT id, token FROM auth_tokens ORDER BY id")
+            .fetch_all(&mut reel)
+            .await
+            .unwrap()
+    });
+    assert_eq!(left, vec![(1, "refreshed".to_owned())]);
+    assert_eq!(stdout(&get(&env, "plex", "1", "")), "t1");
+    // The next run brings the refreshed token in as a conflict, never lost.
+    let out = env.cli(&["import", "reel-db", db.to_str().unwrap()], b"");
+    assert!(
+        stdout(&out).contains("conflict: plex::::1::access_token"),
+        "{}",
+        stdout(&out)
+    );
+}

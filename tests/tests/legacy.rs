@@ -205,3 +205,35 @@ async fn a_value_stored_by_an_app_wins_and_read_through_can_be_switched_off() {
     );
     assert_eq!(keyring.legacy_entries().len(), 1);
 }
+
+#[tokio::test]
+async fn jellytau_entries_whose_ids_do_not_round_trip_are_never_served() {
+    let keyring = TestKeyring::new();
+    // Both (a::b, u) and (a, b::u) write this name; both (x:, y) and
+    // (x, :y) write the other. Neither account may get the token.
+    keyring.seed(
+        "jellytau",
+        "jellytau::a::b::u::access_token",
+        b"whose-token-1",
+    );
+    keyring.seed(
+        "jellytau",
+        "jellytau::x:::y::access_token",
+        b"whose-token-2",
+    );
+    keyring.seed("jellytau::a::b::u::access_token", "any", b"whose-token-3");
+    let daemon = daemon(&keyring, LegacyOptions::default()).await;
+    let client = daemon.client().await;
+    for (server, user) in [("a::b", "u"), ("a", "b::u"), ("x:", "y"), ("x", ":y")] {
+        let key = CredentialKey::new("jellyfin", server, user, "").unwrap();
+        let err = client.retrieve(&key).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{key}: {err}");
+    }
+    assert_eq!(
+        keyring.legacy_reads(),
+        0,
+        "no ambiguous entry was even read"
+    );
+    assert!(client.list(&Default::default()).await.unwrap().is_empty());
+    assert_eq!(keyring.legacy_entries().len(), 3, "and none was touched");
+}
