@@ -319,9 +319,7 @@ impl EntryRow {
             &self.user_id,
             &self.token_type,
         ) {
-            (Some(p), Some(s), Some(u), Some(t)) => {
-                CanonicalKey::from_stored(p, s, u, t).ok()
-            }
+            (Some(p), Some(s), Some(u), Some(t)) => CanonicalKey::from_stored(p, s, u, t).ok(),
             _ => None,
         };
         Entry {
