@@ -1159,17 +1159,27 @@ fn read_only_error(path: &Path, cause: &str) -> StartError {
         source: std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!(
-                "it is read-only for uid {uid} ({cause}). keyhavend writes to the \
+                "it is read-only for {who} ({cause}). keyhavend writes to the \
                  database, to its -wal and -shm files beside it and to their directory {dir}: \
                  make them writable by this user (`chmod u+w {dir} {db}`, and check that the \
                  file system is not mounted read-only), or point data_dir (--data-dir, \
                  KEYHAVEN_DATA_DIR) at a writable directory",
-                uid = keyhaven_proto::paths::current_uid(),
+                who = this_user(),
                 dir = dir.display(),
                 db = path.display(),
             ),
         ),
     }
+}
+
+#[cfg(unix)]
+fn this_user() -> String {
+    format!("uid {}", keyhaven_proto::paths::current_uid())
+}
+
+#[cfg(not(unix))]
+fn this_user() -> String {
+    "this user".to_owned()
 }
 
 fn refuse_lost_wal(path: &Path) -> Result<(), StartError> {

@@ -154,8 +154,11 @@ pub async fn raw_channel(path: &Path) -> tonic::transport::Channel {
         .expect("raw channel connects")
 }
 
-/// Path of a workspace binary (`keyhavend`, `keyhaven`), building the
-/// binaries first if they are missing (e.g. under `cargo test -p`).
+/// Path of a workspace binary (`keyhavend`, `keyhaven`). The first call in
+/// a test process runs `cargo build` for the binaries, with the daemon's
+/// `fault-injection` feature the crash tests need, so a test never runs a
+/// stale binary or one built without the hook (for instance after a plain
+/// `cargo build`); when they are fresh that takes about a second.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
@@ -164,20 +167,29 @@ pub fn bin(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("test binary lives in target/<profile>/deps");
     let path = profile_dir.join(name);
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("tests/ lives in the workspace");
-        let status = Command::new(cargo)
-            .current_dir(workspace)
-            .args(["build", "-p", "keyhaven-daemon", "-p", "keyhaven", "--bins"])
-            .status()
-            .expect("run cargo build");
+        let mut build = Command::new(cargo);
+        build.current_dir(workspace).args([
+            "build",
+            "-p",
+            "keyhaven-daemon",
+            "-p",
+            "keyhaven",
+            "--bins",
+            "--features",
+            "keyhaven-daemon/fault-injection",
+        ]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
         assert!(status.success(), "cargo build of the binaries failed");
-    }
+    });
     assert!(path.exists(), "{} not found", path.display());
     path
 }

@@ -7,7 +7,6 @@
 //! The planted server runs as uid 65534 in a child process of this test
 //! binary (`planted_server_process` below, started by [`Planted::start`]);
 //! it counts the bytes it receives.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -93,7 +92,11 @@ struct Planted {
 impl Planted {
     fn start(socket: &Path) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "planted_server_process", "--nocapture"])
+            .args([
+                "--exact",
+                "client_trust::planted_server_process",
+                "--nocapture",
+            ])
             .args(["--test-threads", "1"])
             .env(PLANTED_ENV, socket)
             .uid(OTHER_UID)

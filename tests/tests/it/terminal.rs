@@ -3,7 +3,6 @@
 //! escaped, never raw; bidi controls are refused in keys and labels; and a
 //! reader that goes away (`keyhaven list | head -1`) ends the command
 //! quietly.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,6 +1,5 @@
 //! The daemon in-process, through the real socket and the real client
 //! library: what a client observes for good and bad requests.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,5 @@
 //! What lands on disk: modes, no plaintext, tamper detection, the lock, the
 //! socket rules and the key checks at start-up.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::os::unix::fs::PermissionsExt;
 

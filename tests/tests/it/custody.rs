@@ -1,7 +1,6 @@
 //! Key custody, hermetically: the keyring is the `keyring_core` mock store
 //! behind switches that make it locked, absent or hanging. The daemon runs
 //! in-process on a temporary socket.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::time::{Duration, Instant};
 

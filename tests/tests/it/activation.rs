@@ -4,7 +4,6 @@
 //! socket over through `LISTEN_FDS`. Readiness is read from a notify socket
 //! the test binds, exactly as systemd reads `NOTIFY_SOCKET` for a
 //! `Type=notify` unit.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::Read;
 use std::os::unix::net::{UnixDatagram, UnixStream};

@@ -15,7 +15,6 @@
 //!
 //! When the contract grows on purpose, the baseline is replaced by the new
 //! published `.proto` (copy it over) in the same change.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! random moment, restart, and every acknowledged write must be there with
 //! its acknowledged value and revision; `PRAGMA integrity_check` must say
 //! ok. `KEYHAVEN_CRASH_CYCLES` raises the number of cycles (default 6).
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,6 @@
 //! for the group). What a caller sees must not change: each Store keeps its
 //! own compare-and-swap outcome, revisions stay unique and gap-free, events
 //! come in revision order, and every acknowledged write survives a restart.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::sync::Arc;
 

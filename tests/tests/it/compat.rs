@@ -1,6 +1,5 @@
 //! `keyhaven::compat`: auth code written for the OS keyring, moved onto the
 //! daemon by swapping its storage calls, and the keys it lands under.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use keyhaven::compat::{SecureStorage, SourceCredentials};
 use keyhaven::{CredentialKey, ErrorKind, Secret};

@@ -3,7 +3,6 @@
 //! crate: attributes `service` and `username`) left them; then the daemon's
 //! read-through and `keyhaven import keyring`, with and without ids.
 //! Skipped, loudly, when the programs are missing.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::Write;
 use std::process::{Output, Stdio};

@@ -1,7 +1,6 @@
 //! Hostile surroundings: directories planted by another user, a daemon
 //! whose memory another process of the same uid would like to read, and a
 //! damaged database.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;

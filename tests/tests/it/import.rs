@@ -1,7 +1,6 @@
 //! `keyhaven import`, end to end: the real binaries, a Reel database made
 //! here with Reel's exact `auth_tokens` table, JSON lines on stdin, dry
 //! runs, re-runs, conflicts and an import killed halfway.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -2,7 +2,6 @@
 //! private D-Bus session bus, with the real `keyhavend` and `keyhaven`.
 //! Skipped, loudly, when dbus-daemon, gnome-keyring-daemon, dbus-send or
 //! secret-tool is missing (`.ci/run` installs them).
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -2,7 +2,6 @@
 //! `max_connections`, thousands of requests in flight, idle connections
 //! held open, half-open and oversized garbage, and the daemon's memory
 //! before and after (printed; bounded).
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::Write as _;
 

@@ -1,6 +1,5 @@
 //! The standard gRPC services probes and tools rely on: grpc.health.v1 and
 //! server reflection, over the same peer-checked socket.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use keyhaven_tests::{TestDaemon, raw_channel};
 use tokio_stream::StreamExt;

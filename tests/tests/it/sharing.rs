@@ -1,7 +1,6 @@
 //! Sharing one login between apps: Watch, the refresh race, expiry,
 //! logout, caller identity, the audit log and the per-app policy, each
 //! through the real socket.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};

@@ -1,6 +1,5 @@
 //! Admin access under the per-app policy, the audit log's rule that nothing
 //! is served unrecorded, page tokens, and the config file's owner and mode.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::path::Path;
 use std::sync::Arc;

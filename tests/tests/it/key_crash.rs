@@ -1,7 +1,6 @@
 //! Rotation interrupted by SIGKILL between each of its steps (the daemon
 //! kills itself at a named point when `KEYHAVEN_FAULT` says so): afterwards
 //! the daemon opens with the old or the new key and every token is readable.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::os::unix::process::ExitStatusExt;
 

@@ -1,7 +1,6 @@
 //! Legacy keyring read-through, hermetically: JellyTau's and Reel's entries
 //! are seeded into the `keyring_core` mock store behind `TestKeyring`, and
 //! the daemon runs in-process.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,6 @@
 //! complete (the real `keyhavend`, its memory read off /proc), the
 //! first-request deadline, idle connections making room for new ones,
 //! non-gRPC content types, and absurd or unusable settings.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::future::{Future as _, poll_fn};
 use std::os::unix::process::CommandExt;

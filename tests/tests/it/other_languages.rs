@@ -13,7 +13,6 @@
 //! A test whose interpreter or gRPC packages are missing says loudly that it
 //! is skipped. CI installs them (see `.ci/run`) and sets
 //! `KEYHAVEN_REQUIRE_OTHER_LANGUAGES=1`, which turns a skip into a failure.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;

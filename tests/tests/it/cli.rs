@@ -1,6 +1,5 @@
 //! End to end: the real `keyhavend` and `keyhaven` binaries, each command a
 //! separate process, in a private HOME and XDG_RUNTIME_DIR.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::os::unix::process::CommandExt;
 use std::process::{Output, Stdio};

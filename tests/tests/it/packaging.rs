@@ -1,6 +1,5 @@
 //! The files in `packaging/` agree with the binaries: generated completions
 //! are current, and the units point where the package puts things.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::path::PathBuf;
 

@@ -1,7 +1,6 @@
 //! Start-on-demand: `keyhaven --autostart` / `KEYHAVEN_AUTOSTART=1` start
 //! `keyhavend` when nothing answers on the socket, never a second one beside
 //! a live daemon, and never when a systemd socket unit owns the socket.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
