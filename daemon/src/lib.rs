@@ -241,11 +241,24 @@ pub async fn serve(
     let reflection_answer = SMALL_MESSAGE
         + keyhaven_proto::FILE_DESCRIPTOR_SET.len()
         + tonic_health::pb::FILE_DESCRIPTOR_SET.len();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(keyhaven_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: v1, and v1alpha, which many stock tools
+    // still speak only (Python's grpcio-reflection, grpc_cli, GUI clients).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(keyhaven_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
-        .map_err(|e| tracing::error!(error = %e, "server reflection is unavailable"))
+        .map_err(|e| tracing::error!(error = %e, "server reflection v1 is unavailable"))
+        .ok()
+        .map(|r| {
+            r.max_decoding_message_size(SMALL_MESSAGE)
+                .max_encoding_message_size(reflection_answer)
+        });
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(|e| tracing::error!(error = %e, "server reflection v1alpha is unavailable"))
         .ok()
         .map(|r| {
             r.max_decoding_message_size(SMALL_MESSAGE)
@@ -278,6 +291,9 @@ pub async fn serve(
         .add_service(InterceptedService::new(audit, listener::admit))
         .add_service(InterceptedService::new(health_service, listener::admit))
         .add_optional_service(reflection.map(|r| InterceptedService::new(r, listener::admit)))
+        .add_optional_service(
+            reflection_v1alpha.map(|r| InterceptedService::new(r, listener::admit)),
+        )
         .serve_with_incoming_shutdown(incoming.stream, signal);
     tokio::pin!(server);
     let grace_over = async {

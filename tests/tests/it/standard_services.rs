@@ -112,3 +112,85 @@ async fn reflection_lists_and_describes_the_services() {
         );
     }
 }
+
+#[tokio::test]
+async fn reflection_v1alpha_is_served_for_older_tools() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    let daemon = TestDaemon::start().await;
+    let mut reflection = ServerReflectionClient::new(raw_channel(daemon.socket()).await);
+    let requests = tokio_stream::iter(vec![ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    }]);
+    let mut replies = reflection
+        .server_reflection_info(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = replies.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = listed.message_response else {
+        panic!("expected a service list, got {listed:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.iter().any(|n| n == "keyhaven.v1.Credentials"),
+        "{names:?}"
+    );
+}
+
+/// Python's stock grpcio-reflection client speaks v1alpha only.
+#[test]
+fn the_stock_python_reflection_client_lists_and_resolves_the_services() {
+    let python = "python3";
+    let probe = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import grpc, grpc_reflection.v1alpha.proto_reflection_descriptor_database",
+        ])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        if std::env::var_os("KEYHAVEN_REQUIRE_OTHER_LANGUAGES").is_some() {
+            panic!("python3 with grpcio and grpcio-reflection is required here: {probe:?}");
+        }
+        keyhaven_tests::skip(
+            "the_stock_python_reflection_client_lists_and_resolves_the_services",
+            "python3 with grpcio and grpcio-reflection is not installed",
+        );
+        return;
+    }
+    let env = keyhaven_tests::TestEnv::new();
+    let daemon = env.spawn_daemon(&[]);
+    let script = r#"
+import sys, grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from google.protobuf.descriptor_pool import DescriptorPool
+channel = grpc.insecure_channel("unix://" + sys.argv[1])
+db = ProtoReflectionDescriptorDatabase(channel)
+services = db.get_services()
+print("services:", " ".join(sorted(services)))
+pool = DescriptorPool(db)
+svc = pool.FindServiceByName("keyhaven.v1.Credentials")
+print("methods:", " ".join(m.name for m in svc.methods))
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script, env.socket().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("keyhaven.v1.Credentials"), "{stdout}");
+    assert!(stdout.contains("keyhaven.v1.Daemon"), "{stdout}");
+    assert!(
+        stdout.contains("Retrieve") && stdout.contains("Store"),
+        "{stdout}"
+    );
+    drop(daemon);
+}
