@@ -43,7 +43,6 @@ use tonic::transport::Channel;
 pub mod autostart;
 pub mod compat;
 mod connect;
-pub mod import;
 mod sharing;
 mod transport;
 

@@ -179,7 +179,7 @@ pub fn bin(name: &str) -> PathBuf {
             "-p",
             "keyhaven-daemon",
             "-p",
-            "keyhaven",
+            "keyhaven-cli",
             "--bins",
             "--features",
             "keyhaven-daemon/fault-injection",

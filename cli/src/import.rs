@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use keyhaven_proto::legacy;
 
-use crate::{Client, CredentialKey, ErrorKind, Secret, StoreOptions};
+use keyhaven::{Client, CredentialKey, ErrorKind, Secret, StoreOptions};
 
 /// One credential read from a source.
 #[derive(Debug)]
@@ -164,7 +164,7 @@ async fn import_key(
     key: &CredentialKey,
     candidate: &Candidate,
     options: Options,
-) -> crate::Result<Outcome> {
+) -> keyhaven::Result<Outcome> {
     // Twice at most: a write that loses a race is judged again.
     for _ in 0..2 {
         let existing = match current(client, key).await? {
@@ -217,8 +217,11 @@ async fn import_key(
 /// The stored credential, if there is one. A dry run must not write, so
 /// existence is checked with `List` (which never reads through to legacy
 /// keyrings) before the value is read.
-async fn current(client: &Client, key: &CredentialKey) -> crate::Result<Option<crate::Credential>> {
-    let filter = crate::ListFilter {
+async fn current(
+    client: &Client,
+    key: &CredentialKey,
+) -> keyhaven::Result<Option<keyhaven::Credential>> {
+    let filter = keyhaven::ListFilter {
         provider: Some(key.provider().to_owned()),
         server_id: Some(key.server_id().to_owned()),
         user_id: Some(key.user_id().to_owned()),
@@ -240,7 +243,7 @@ async fn verify(
     key: &CredentialKey,
     candidate: &Candidate,
     done: Outcome,
-) -> crate::Result<Outcome> {
+) -> keyhaven::Result<Outcome> {
     let back = client.retrieve(key).await?;
     Ok(if back.secret.expose() == candidate.secret.expose() {
         done
@@ -501,7 +504,7 @@ mod keyring_source {
     use keyring_core::{CredentialStore, Entry};
 
     use super::{Candidate, KeyringQuery};
-    use crate::{CredentialKey, Secret};
+    use keyhaven::{CredentialKey, Secret};
 
     /// An entry's name and the key it maps to (or why it does not).
     type Named = (KeyringName, Result<CredentialKey, LegacyError>);

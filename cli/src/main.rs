@@ -12,6 +12,7 @@ use keyhaven::{
 };
 use keyhaven_proto::exit;
 
+mod import;
 mod prompt;
 mod terminal;
 
@@ -26,7 +27,7 @@ use terminal::{Out, note, outln, report};
 /// denied, 5 daemon unavailable, 6 invalid input, 7 revision conflict,
 /// 8 protocol mismatch, 9 untrusted daemon (another user's socket).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(name = "keyhaven", version, about, long_about)]
 struct Cli {
     /// Socket of the daemon [env: KEYHAVEN_SOCKET; default:
     /// $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]
@@ -922,7 +923,7 @@ fn print_status(
 }
 
 async fn import(conn: &Conn, out: &mut Out, command: ImportCommand) -> Result<(), Failure> {
-    use keyhaven::import::{self, Options, Summary};
+    use crate::import::{self, Options, Summary};
     let (candidates, common, wipe) = match command {
         ImportCommand::Keyring {
             jellytau,
