@@ -757,6 +757,9 @@ fn print_doctor(s: &DaemonStatus) {
         .iter()
         .find(|t| t.state == "active")
         .map(|t| t.tier.as_str());
+    // The daemon reports a systemd-credential tier only where systemd can
+    // provide one (Linux): no systemd advice on Windows or macOS.
+    let systemd = s.key_tiers.iter().any(|t| t.tier == "systemd-credential");
     println!();
     match active {
         Some("file") => {
@@ -764,6 +767,9 @@ fn print_doctor(s: &DaemonStatus) {
             if keyring.is_some_and(|k| k.state == "empty" || k.state == "holds-key") {
                 println!("To do better: your keyring is reachable. Run");
                 println!("  keyhaven key move --to keyring");
+            } else if !systemd {
+                println!("To do better: make your keyring (Credential Manager, Keychain) reachable");
+                println!("to keyhavend, then run `keyhaven key move --to keyring`.");
             } else {
                 println!("To do better: start a keyring (e.g. gnome-keyring or KeePassXC with");
                 println!(
@@ -774,7 +780,7 @@ fn print_doctor(s: &DaemonStatus) {
                 );
             }
         }
-        Some("keyring") => {
+        Some("keyring") if systemd => {
             println!("To do better on a machine with a TPM: provide the key as a systemd");
             println!("credential (systemd-creds encrypt, LoadCredentialEncrypted=; see README).");
         }
