@@ -768,7 +768,9 @@ fn print_doctor(s: &DaemonStatus) {
                 println!("To do better: your keyring is reachable. Run");
                 println!("  keyhaven key move --to keyring");
             } else if !systemd {
-                println!("To do better: make your keyring (Credential Manager, Keychain) reachable");
+                println!(
+                    "To do better: make your keyring (Credential Manager, Keychain) reachable"
+                );
                 println!("to keyhavend, then run `keyhaven key move --to keyring`.");
             } else {
                 println!("To do better: start a keyring (e.g. gnome-keyring or KeePassXC with");

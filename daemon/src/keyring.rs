@@ -147,7 +147,10 @@ impl CoreKeyring {
 
     /// A store whose entries are named `{user}{divider}{service}` and which
     /// cannot search by service (the Windows Credential Manager).
-    pub fn with_target_names(store: Arc<keyring_core::CredentialStore>, divider: &'static str) -> Self {
+    pub fn with_target_names(
+        store: Arc<keyring_core::CredentialStore>,
+        divider: &'static str,
+    ) -> Self {
         Self {
             store,
             search: Search::TargetNames { divider },
@@ -568,10 +571,7 @@ mod tests {
         let found = names_by_target(targets.clone().into_iter(), ".", Some(service));
         assert_eq!(
             found,
-            vec![
-                name(service, "jellytau"),
-                name(service, "other"),
-            ]
+            vec![name(service, "jellytau"), name(service, "other"),]
         );
         let all = names_by_target(targets.into_iter(), ".", None);
         assert_eq!(all.len(), 4);

@@ -237,7 +237,7 @@ fn legacy_secret(bytes: Vec<u8>) -> Option<Secret> {
 /// Decodes UTF-16LE strictly (odd lengths and unpaired surrogates fail, as
 /// they do in keyring-rs' `get_password`). The intermediate copy is wiped.
 fn utf16le_to_utf8(bytes: &[u8]) -> Option<String> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     let units = zeroize::Zeroizing::new(

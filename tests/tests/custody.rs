@@ -409,7 +409,9 @@ async fn status_follows_the_key_through_rotation_and_moves() {
         .collect();
     assert_eq!(active, ["keyring"], "{status:?}");
     assert!(
-        tier(&status, "keyring").detail.contains(&rotation.new_key_id),
+        tier(&status, "keyring")
+            .detail
+            .contains(&rotation.new_key_id),
         "{status:?}"
     );
     assert!(

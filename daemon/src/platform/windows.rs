@@ -232,7 +232,10 @@ pub fn stop_running(pipe: &Path) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("keyhavend: could not stop the daemon on {}: {e}", pipe.display());
+            eprintln!(
+                "keyhavend: could not stop the daemon on {}: {e}",
+                pipe.display()
+            );
             std::process::ExitCode::FAILURE
         }
     }
