@@ -827,6 +827,9 @@ fn print_doctor(out: &mut Out, s: &DaemonStatus) -> std::io::Result<()> {
         .iter()
         .find(|t| t.state == "active")
         .map(|t| t.tier.as_str());
+    // The daemon reports a systemd-credential tier only where systemd can
+    // provide one (Linux): no systemd advice on Windows or macOS.
+    let systemd = s.key_tiers.iter().any(|t| t.tier == "systemd-credential");
     outln!(out)?;
     match active {
         Some("file") => {
@@ -834,6 +837,15 @@ fn print_doctor(out: &mut Out, s: &DaemonStatus) -> std::io::Result<()> {
             if keyring.is_some_and(|k| k.state == "empty" || k.state == "holds-key") {
                 outln!(out, "To do better: your keyring is reachable. Run")?;
                 outln!(out, "  keyhaven key move --to keyring")?;
+            } else if !systemd {
+                outln!(
+                    out,
+                    "To do better: make your keyring (Credential Manager, Keychain) reachable"
+                )?;
+                outln!(
+                    out,
+                    "to keyhavend, then run `keyhaven key move --to keyring`."
+                )?;
             } else {
                 outln!(
                     out,
@@ -849,7 +861,7 @@ fn print_doctor(out: &mut Out, s: &DaemonStatus) -> std::io::Result<()> {
                 )?;
             }
         }
-        Some("keyring") => {
+        Some("keyring") if systemd => {
             outln!(
                 out,
                 "To do better on a machine with a TPM: provide the key as a systemd"

@@ -258,11 +258,16 @@ impl Custody {
         &self.config
     }
 
-    /// The tiers to consider, honouring `key_source`.
+    /// The tiers to consider, honouring `key_source`. The systemd
+    /// credential tier exists only where systemd does (Linux): elsewhere it
+    /// is neither probed nor reported, unless `key_source` names it.
     pub fn tiers(&self) -> Vec<KeyTier> {
         match self.config.pinned {
             Some(t) => vec![t],
-            None => KeyTier::ALL.to_vec(),
+            None => KeyTier::ALL
+                .into_iter()
+                .filter(|t| *t != KeyTier::SystemdCredential || cfg!(target_os = "linux"))
+                .collect(),
         }
     }
 
@@ -557,7 +562,7 @@ fn read_key_file(path: &Path, must_be_private: bool) -> Result<Option<DataKey>, 
 }
 
 /// Replaces `path` atomically: a new 0600 temporary file, fsync, rename,
-/// fsync of the directory.
+/// fsync of the directory (Unix).
 fn write_key_file(path: &Path, key: &DataKey) -> Result<(), KeyError> {
     let io = |what, source| KeyError::Io {
         what,
@@ -587,6 +592,10 @@ fn write_key_file(path: &Path, key: &DataKey) -> Result<(), KeyError> {
     sync_parent(path)
 }
 
+/// Makes a new or removed name in the key file's directory durable. Unix
+/// only: Windows refuses to open a directory as a file (Access denied), and
+/// NTFS journals its metadata, so there is nothing to sync there.
+#[cfg(unix)]
 fn sync_parent(path: &Path) -> Result<(), KeyError> {
     if let Some(dir) = path.parent() {
         std::fs::File::open(dir)
@@ -597,6 +606,11 @@ fn sync_parent(path: &Path) -> Result<(), KeyError> {
                 source,
             })?;
     }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn sync_parent(_path: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 

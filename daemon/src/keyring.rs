@@ -111,6 +111,21 @@ pub fn map_core_error(e: keyring_core::Error) -> KeyringError {
 /// A keyring-core credential store (the platform's, or the mock in tests).
 pub struct CoreKeyring {
     store: Arc<keyring_core::CredentialStore>,
+    search: Search,
+}
+
+/// How [`KeyringBackend::names`] finds the entries of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Search {
+    /// By the `service` attribute (Secret Service, Keychain, the mock).
+    Attributes,
+    /// The Windows Credential Manager files an entry under one target name,
+    /// `{user}{divider}{service}`, and searches only by a pattern on it: list
+    /// them all and keep the names that end in `{divider}{service}`.
+    TargetNames {
+        /// Between user and service (`.` for keyring-rs' default store).
+        divider: &'static str,
+    },
 }
 
 impl fmt::Debug for CoreKeyring {
@@ -124,7 +139,22 @@ impl fmt::Debug for CoreKeyring {
 impl CoreKeyring {
     /// Wraps a keyring-core store.
     pub fn new(store: Arc<keyring_core::CredentialStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            search: Search::Attributes,
+        }
+    }
+
+    /// A store whose entries are named `{user}{divider}{service}` and which
+    /// cannot search by service (the Windows Credential Manager).
+    pub fn with_target_names(
+        store: Arc<keyring_core::CredentialStore>,
+        divider: &'static str,
+    ) -> Self {
+        Self {
+            store,
+            search: Search::TargetNames { divider },
+        }
     }
 
     fn entry(&self, user: &str) -> Result<keyring_core::Entry, KeyringError> {
@@ -197,6 +227,17 @@ impl KeyringBackend for CoreKeyring {
     }
 
     fn names(&self, service: Option<&str>) -> Result<Vec<KeyringName>, KeyringError> {
+        if let Search::TargetNames { divider } = self.search {
+            let all = self
+                .store
+                .search(&std::collections::HashMap::new())
+                .map_err(map_core_error)?;
+            let targets = all.iter().filter_map(|e| {
+                let (service, user) = e.get_specifiers()?;
+                Some(format!("{user}{divider}{service}"))
+            });
+            return Ok(names_by_target(targets, divider, service));
+        }
         let mut spec = std::collections::HashMap::new();
         if let Some(service) = service {
             spec.insert("service", service);
@@ -212,6 +253,38 @@ impl KeyringBackend for CoreKeyring {
         names.dedup();
         Ok(names)
     }
+}
+
+/// The entries of `service` (all entries when `None`) among target names
+/// of the form `{user}{divider}{service}`. A user or service may contain the
+/// divider itself, so the user is what is left when `{divider}{service}` is
+/// cut off the end, never a split at the first or last divider.
+fn names_by_target(
+    targets: impl Iterator<Item = String>,
+    divider: &str,
+    service: Option<&str>,
+) -> Vec<KeyringName> {
+    let mut names: Vec<KeyringName> = targets
+        .filter_map(|target| match service {
+            Some(service) => {
+                let user = target.strip_suffix(service)?.strip_suffix(divider)?;
+                Some(KeyringName {
+                    service: service.to_owned(),
+                    user: user.to_owned(),
+                })
+            }
+            None => {
+                let (user, service) = target.rsplit_once(divider)?;
+                Some(KeyringName {
+                    service: service.to_owned(),
+                    user: user.to_owned(),
+                })
+            }
+        })
+        .collect();
+    names.sort_by(|a, b| (&a.service, &a.user).cmp(&(&b.service, &b.user)));
+    names.dedup();
+    names
 }
 
 /// Opens the platform's keyring (blocking; may fail or hang, so callers go
@@ -268,8 +341,9 @@ mod platform {
     use super::{CoreKeyring, KeyringBackend, KeyringError, map_core_error};
 
     pub(super) fn open() -> Result<Arc<dyn KeyringBackend>, KeyringError> {
+        // keyring-rs' default: target name `{user}.{service}`.
         let store = windows_native_keyring_store::Store::new().map_err(map_core_error)?;
-        Ok(Arc::new(CoreKeyring::new(store)))
+        Ok(Arc::new(CoreKeyring::with_target_names(store, ".")))
     }
 }
 
@@ -477,6 +551,30 @@ mod tests {
             second,
             Err(KeyringError::Timeout(Duration::from_millis(50)))
         );
+    }
+
+    #[test]
+    fn windows_target_names_find_a_service_even_with_dots_in_it() {
+        let targets = [
+            "jellytau.jellytau::srv.example::u1::access_token",
+            "other.jellytau::srv.example::u1::access_token",
+            "x.jellytau::srv.example::u1::access_token.more",
+            "token.reel.plex_123",
+            "nodivider",
+        ]
+        .map(String::from);
+        let service = "jellytau::srv.example::u1::access_token";
+        let name = |service: &str, user: &str| KeyringName {
+            service: service.into(),
+            user: user.into(),
+        };
+        let found = names_by_target(targets.clone().into_iter(), ".", Some(service));
+        assert_eq!(
+            found,
+            vec![name(service, "jellytau"), name(service, "other"),]
+        );
+        let all = names_by_target(targets.into_iter(), ".", None);
+        assert_eq!(all.len(), 4);
     }
 
     #[tokio::test]

@@ -202,8 +202,13 @@ fn lookup(
             Location::Exact(name) => vec![name.clone()],
             Location::AnyUserOf(service) => match keyring.names(Some(service)) {
                 Ok(names) => names,
-                // A keyring that cannot search still answers exact names.
-                Err(KeyringError::Other(_)) => continue,
+                // A keyring that cannot search still answers exact names;
+                // say so, or this placement is never found without a trace.
+                Err(KeyringError::Other(e)) => {
+                    tracing::warn!(%service, error = %e,
+                        "could not search the keyring for a legacy entry; looking in the other places");
+                    continue;
+                }
                 Err(e) => return Err(e),
             },
         };
@@ -211,14 +216,44 @@ fn lookup(
             if let Some(bytes) = keyring.get_in(&name.service, &name.user)?
                 && !bytes.is_empty()
             {
-                return Ok(Some(Found {
-                    name,
-                    secret: Secret::new(bytes),
-                }));
+                let Some(secret) = legacy_secret(bytes) else {
+                    tracing::warn!(legacy = %name,
+                        "a legacy keyring entry is not a UTF-16 string as keyring-rs writes on \
+                         Windows; it is left alone");
+                    continue;
+                };
+                return Ok(Some(Found { name, secret }));
             }
         }
     }
     Ok(None)
+}
+
+/// The token an app stored in its entry. The apps stored strings with
+/// keyring-rs' `set_password`, which on Windows writes them as UTF-16LE
+/// (the Credential Manager's native text) and elsewhere as UTF-8; the token
+/// they read back, and that keyhaven must serve byte for byte, is the UTF-8
+/// string. `None` for bytes the app itself could not read as a string.
+fn legacy_secret(bytes: Vec<u8>) -> Option<Secret> {
+    if cfg!(windows) {
+        return utf16le_to_utf8(&bytes).map(|s| Secret::new(s.into_bytes()));
+    }
+    Some(Secret::new(bytes))
+}
+
+/// Decodes UTF-16LE strictly (odd lengths and unpaired surrogates fail, as
+/// they do in keyring-rs' `get_password`). The intermediate copy is wiped.
+fn utf16le_to_utf8(bytes: &[u8]) -> Option<String> {
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    let units = zeroize::Zeroizing::new(
+        bytes
+            .chunks_exact(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+            .collect::<Vec<u16>>(),
+    );
+    String::from_utf16(&units).ok()
 }
 
 /// The daemon itself, as the actor of migrations.
@@ -246,4 +281,19 @@ async fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &str, detail: Str
             detail,
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_windows_password_decodes_to_the_original_utf8() {
+        let token = "tök-😀-123";
+        let wide: Vec<u8> = token.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert_eq!(utf16le_to_utf8(&wide).as_deref(), Some(token));
+        assert_eq!(utf16le_to_utf8(&wide[..wide.len() - 1]), None);
+        // An unpaired surrogate is no string.
+        assert_eq!(utf16le_to_utf8(&[0x00, 0xD8, 0x41, 0x00]), None);
+    }
 }

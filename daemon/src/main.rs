@@ -31,11 +31,18 @@ struct Args {
     /// Log format
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Stop the keyhavend serving this pipe cleanly and wait for it to exit
+    /// (Windows: a daemon started without a console gets no Ctrl-C)
+    #[cfg(windows)]
+    #[arg(long)]
+    stop: bool,
 }
 
 fn main() -> ExitCode {
     platform::harden_process();
     let args = Args::parse();
+    #[cfg(windows)]
+    let stop = args.stop;
     let overrides = Overrides {
         config: args.config,
         socket: args.socket,
@@ -50,6 +57,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    #[cfg(windows)]
+    if stop {
+        return platform::stop_running(&settings.socket);
+    }
     init_tracing(settings.log_format);
     // Before the runtime starts any thread: this clears LISTEN_FDS and
     // LISTEN_PID from the environment.

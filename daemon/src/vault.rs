@@ -254,6 +254,34 @@ impl Vault {
         }
     }
 
+    /// After a rotation or a move: records the key now in use and looks at
+    /// every tier again, so that `Status` and `keyhaven doctor` name the
+    /// new key id and no longer report a tier the key has left.
+    async fn refresh_reports(&self, tier: KeyTier, key_id: &str) {
+        let mut reports = match self.custody.resolve(&[key_id.to_owned()]).await {
+            Ok((_, reports)) => reports,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look at the key tiers again");
+                self.state().reports
+            }
+        };
+        // The tier in use is the one the key was just written to, even when
+        // a copy left elsewhere would be found first.
+        for r in &mut reports {
+            if r.tier == tier {
+                r.state = "active";
+                r.detail = format!("{}; key id {key_id}", self.custody.describe(tier));
+            } else if r.state == "active" {
+                r.state = "holds-key";
+            }
+        }
+        self.set_state(|s| {
+            s.tier = Some(tier);
+            s.key_id = Some(key_id.to_owned());
+            s.reports = reports;
+        });
+    }
+
     /// Re-seals every credential under a new key, kept in the same tier.
     ///
     /// Order, and what a SIGKILL at each point leaves:
@@ -291,7 +319,7 @@ impl Vault {
         fault::point("rotate:after-promote");
         self.custody.erase(tier, Slot::Pending).await?;
         store.forget_unused_keys().await?;
-        self.set_state(|s| s.key_id = Some(new_key_id.clone()));
+        self.refresh_reports(tier, &new_key_id).await;
         tracing::info!(old_key_id, new_key_id, resealed, %tier, "data key rotated");
         Ok(Rotated {
             old_key_id,
@@ -351,7 +379,7 @@ impl Vault {
             self.custody.erase(from, Slot::Current).await?;
             self.custody.erase(from, Slot::Pending).await?;
         }
-        self.set_state(|s| s.tier = Some(target));
+        self.refresh_reports(target, &key_id).await;
         tracing::info!(%from, to = %target, key_id, "data key moved");
         Ok((from, key_id))
     }

@@ -17,7 +17,8 @@
   puts it).
 
 .PARAMETER Uninstall
-  Stops and removes the task.
+  Stops the daemon cleanly (keyhavend --stop), then stops and removes the
+  task.
 
 .EXAMPLE
   powershell -ExecutionPolicy Bypass -File packaging\windows\install.ps1
@@ -31,6 +32,10 @@ $TaskName = 'keyhavend'
 $TaskPath = '\keyhaven\'
 
 if ($Uninstall) {
+    # A clean stop first: the task's daemon has no console, so it gets no
+    # Ctrl-C; `keyhavend --stop` signals its stop event and waits for it.
+    $stopper = if ($Keyhavend) { $Keyhavend } else { (Get-Command keyhavend.exe -ErrorAction SilentlyContinue).Source }
+    if ($stopper) { & $stopper --stop }
     Stop-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -ErrorAction SilentlyContinue
     Unregister-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -Confirm:$false
     Write-Host 'keyhavend logon task removed'

@@ -10,12 +10,23 @@
 //! process whose token says nothing about who created the pipe.
 //! `ImpersonateNamedPipeClient` is not used: it acts per thread and on the
 //! last message read, which does not fit an async HTTP/2 server.
+//!
+//! Stopping: a daemon started without a console (by `keyhaven --autostart`
+//! or a logon task) receives no Ctrl-C or console-close event. It therefore
+//! also waits on a named event, [`stop_event_name`] of its pipe, created in
+//! the session namespace with the default security of the daemon's token
+//! (its user, SYSTEM and administrators may signal it); `keyhavend --stop`
+//! signals it with [`request_stop`] and waits for the daemon to exit.
 #![allow(unsafe_code)] // Win32 calls; each block says why it is sound.
 
 use std::fmt;
 use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, LocalFree};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, ERROR_FILE_NOT_FOUND, HANDLE, LocalFree, WAIT_OBJECT_0,
+};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, GetSecurityInfo, SE_KERNEL_OBJECT,
 };
@@ -24,7 +35,9 @@ use windows_sys::Win32::Security::{
     PSECURITY_DESCRIPTOR, PSID, TOKEN_QUERY, TOKEN_USER, TokenUser,
 };
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+    CreateEventW, EVENT_MODIFY_STATE, GetCurrentProcess, INFINITE, OpenEventW, OpenProcess,
+    OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION, SYNCHRONIZATION_SYNCHRONIZE, SetEvent,
+    WaitForSingleObject,
 };
 
 /// A security identifier, copied out of a token.
@@ -174,4 +187,110 @@ fn token_user_of(process: HANDLE) -> io::Result<Sid> {
         std::slice::from_raw_parts(sid.cast::<u8>(), len).to_vec()
     };
     Ok(Sid(sid))
+}
+
+/// The session-local name of the event that stops the daemon serving
+/// `pipe`: `Local\keyhaven-stop-<pipe name>`, the pipe's name after
+/// `\\.\pipe\` with any further backslash (not allowed in an event name)
+/// replaced by `_`.
+pub fn stop_event_name(pipe: &Path) -> String {
+    let full = pipe.to_string_lossy();
+    let name = full
+        .get(..9)
+        .filter(|p| p.eq_ignore_ascii_case(r"\\.\pipe\"))
+        .map_or(&*full, |_| &full[9..]);
+    format!(r"Local\keyhaven-stop-{}", name.replace('\\', "_"))
+}
+
+fn wide(text: &str) -> Vec<u16> {
+    text.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+/// The daemon's end of the stop event.
+pub struct StopEvent(Owned);
+
+// SAFETY: an event handle is a kernel object reference; waiting on it and
+// closing it are safe from any thread.
+unsafe impl Send for StopEvent {}
+// SAFETY: as above; `wait` takes `&self` and the kernel serialises waits.
+unsafe impl Sync for StopEvent {}
+
+impl fmt::Debug for StopEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StopEvent")
+    }
+}
+
+impl StopEvent {
+    /// Creates the stop event of `pipe` (auto-reset, not signalled).
+    pub fn create(pipe: &Path) -> io::Result<Self> {
+        let name = wide(&stop_event_name(pipe));
+        // SAFETY: `name` is NUL-terminated and outlives the call; null
+        // security attributes mean the token's default security.
+        let handle = unsafe { CreateEventW(std::ptr::null(), 0, 0, name.as_ptr()) };
+        if handle.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self(Owned(handle)))
+    }
+
+    /// Blocks until the event is signalled.
+    pub fn wait(&self) -> io::Result<()> {
+        // SAFETY: the handle is open for the life of `self`.
+        match unsafe { WaitForSingleObject(self.0.0, INFINITE) } {
+            WAIT_OBJECT_0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+}
+
+/// What [`request_stop`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The daemon was asked to stop and has exited.
+    Stopped,
+    /// No daemon serves this pipe (no stop event exists).
+    NotRunning,
+}
+
+fn open_event(name: &[u16], access: u32) -> io::Result<Option<Owned>> {
+    // SAFETY: `name` is NUL-terminated; a null result is an error.
+    let handle = unsafe { OpenEventW(access, 0, name.as_ptr()) };
+    if handle.is_null() {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(ERROR_FILE_NOT_FOUND as i32) {
+            return Ok(None);
+        }
+        return Err(err);
+    }
+    Ok(Some(Owned(handle)))
+}
+
+/// Asks the daemon serving `pipe` to stop, as Ctrl-C would (in-flight
+/// requests finish), and waits up to `timeout` for it to exit: the event
+/// disappears once the daemon's process, its last holder, is gone.
+pub fn request_stop(pipe: &Path, timeout: Duration) -> io::Result<StopOutcome> {
+    let name = wide(&stop_event_name(pipe));
+    let Some(event) = open_event(&name, EVENT_MODIFY_STATE)? else {
+        return Ok(StopOutcome::NotRunning);
+    };
+    // SAFETY: `event` is open with EVENT_MODIFY_STATE.
+    if unsafe { SetEvent(event.0) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(event);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match open_event(&name, SYNCHRONIZATION_SYNCHRONIZE)? {
+            None => return Ok(StopOutcome::Stopped),
+            Some(still) => drop(still),
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("keyhavend did not exit within {timeout:?} of being asked to stop"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -7,7 +7,7 @@
 //! | peer check | `SO_PEERCRED` uid | `getpeereid` uid | client process token's user SID |
 //! | inherited listener | systemd `LISTEN_FDS` (listenfd) | launchd `launch_activate_socket` (raunch) | none |
 //! | readiness | `READY=1` / `STOPPING=1` (sd-notify) | none | none |
-//! | stop | SIGTERM, SIGINT | same | Ctrl-C, Ctrl-Break, console close |
+//! | stop | SIGTERM, SIGINT | same | Ctrl-C, Ctrl-Break, console close, the pipe's named stop event (`keyhavend --stop`) |
 //!
 //! Each module offers the same items: `Listener`, `Conn`, `BoundSocket`,
 //! `bind_or_adopt`, `accept`, `peer_cred`, `own_uid`, `InheritedSocket`,

@@ -12,6 +12,10 @@
 //! - Every client's process token user SID is compared with the daemon's
 //!   before a byte is read; a mismatch is refused like a foreign uid on Unix.
 //! - No service manager hands over pipes: `take_inherited_socket` finds none.
+//! - Stopping: besides Ctrl-C, Ctrl-Break and console close (which a daemon
+//!   started without a console never receives), the daemon waits on the
+//!   named stop event of its pipe (`keyhaven_proto::pipe::StopEvent`);
+//!   `keyhavend --stop` signals it ([`stop_running`]).
 
 use std::future::Future;
 use std::io;
@@ -22,7 +26,9 @@ use interprocess::os::windows::named_pipe::PipeListenerOptions;
 use interprocess::os::windows::named_pipe::pipe_mode::Bytes;
 use interprocess::os::windows::named_pipe::tokio::{DuplexPipeStream, PipeListener};
 use interprocess::os::windows::security_descriptor::SecurityDescriptor;
-use keyhaven_proto::pipe::{Sid, current_user_sid, user_sid_of_process};
+use keyhaven_proto::pipe::{
+    Sid, StopEvent, StopOutcome, current_user_sid, request_stop, user_sid_of_process,
+};
 
 use crate::error::StartError;
 use crate::policy::PolicyHandle;
@@ -120,6 +126,13 @@ pub fn bind_or_adopt(
             }
         })?;
     tracing::debug!(pipe = %path.display(), %sid, "named pipe created for this user and SYSTEM only");
+    match StopEvent::create(path) {
+        Ok(event) => {
+            let _ = STOP_EVENT.set(event);
+        }
+        Err(e) => tracing::warn!(error = %e,
+            "could not create the stop event: `keyhavend --stop` will not reach this daemon"),
+    }
     Ok(BoundSocket {
         listener: Some(listener),
         path: path.to_path_buf(),
@@ -163,21 +176,69 @@ pub fn notify_ready() {}
 /// No readiness protocol on Windows.
 pub fn notify_stopping() {}
 
-/// Completes on Ctrl-C, Ctrl-Break, console close or system shutdown.
+/// The stop event of the pipe this process serves, held until the process
+/// exits (its disappearance tells `keyhavend --stop` the daemon is gone).
+static STOP_EVENT: OnceLock<StopEvent> = OnceLock::new();
+
+/// Completes on Ctrl-C, Ctrl-Break, console close, system shutdown, or the
+/// pipe's stop event (`keyhavend --stop`).
 pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
     use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_shutdown};
     let mut c = ctrl_c()?;
     let mut brk = ctrl_break()?;
     let mut close = ctrl_close()?;
     let mut shutdown = ctrl_shutdown()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(event) = STOP_EVENT.get() {
+        // A plain thread: the wait blocks until the event is set, and a
+        // thread still waiting when the process exits costs nothing.
+        std::thread::Builder::new()
+            .name("stop-event".into())
+            .spawn(move || match event.wait() {
+                Ok(()) => {
+                    let _ = stop_tx.send(());
+                }
+                Err(e) => tracing::warn!(error = %e, "waiting on the stop event failed"),
+            })?;
+    }
     Ok(async move {
+        let stop = async {
+            match stop_rx.await {
+                Ok(()) => {}
+                // No stop event: only the console events remain.
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = c.recv() => tracing::info!("received Ctrl-C"),
             _ = brk.recv() => tracing::info!("received Ctrl-Break"),
             _ = close.recv() => tracing::info!("console closed"),
             _ = shutdown.recv() => tracing::info!("system shutdown"),
+            () = stop => tracing::info!("asked to stop (keyhavend --stop)"),
         }
     })
+}
+
+/// `keyhavend --stop`: asks the daemon serving `pipe` to stop cleanly and
+/// waits for it to exit. Exit code 0 when it stopped or none was running.
+pub fn stop_running(pipe: &Path) -> std::process::ExitCode {
+    match request_stop(pipe, std::time::Duration::from_secs(20)) {
+        Ok(StopOutcome::Stopped) => {
+            println!("keyhavend on {} stopped", pipe.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(StopOutcome::NotRunning) => {
+            println!("no keyhavend is running on {}", pipe.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "keyhavend: could not stop the daemon on {}: {e}",
+                pipe.display()
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// No SIGHUP on Windows; the policy is still re-read when the file changes.

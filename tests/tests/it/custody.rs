@@ -374,3 +374,68 @@ async fn the_key_moves_between_the_file_and_the_keyring() {
     let err = client.move_key("usb-stick").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 }
+
+/// `status` and `doctor` read the tier reports: after a rotation they name
+/// the new key id, after a move the tier the key left is no longer in use.
+#[tokio::test]
+async fn status_follows_the_key_through_rotation_and_moves() {
+    let keyring = TestKeyring::new();
+    keyring.set_mode(KeyringMode::Absent);
+    let choice = keyring.choice();
+    let daemon = TestDaemon::start_with(|s| s.keyring = choice.clone()).await;
+    let client = daemon.client().await;
+    fill(&client, 2).await;
+    let before = client.status().await.unwrap();
+    assert_eq!(tier(&before, "file").state, "active");
+
+    let rotation = client.rotate_key().await.unwrap();
+    let status = client.status().await.unwrap();
+    assert_eq!(status.key_id, rotation.new_key_id);
+    for text in [&status.key_source, &tier(&status, "file").detail] {
+        assert!(text.contains(&rotation.new_key_id), "{status:?}");
+        assert!(!text.contains(&rotation.old_key_id), "{status:?}");
+    }
+
+    keyring.set_mode(KeyringMode::Open);
+    assert_eq!(client.move_key("keyring").await.unwrap(), "file");
+    let status = client.status().await.unwrap();
+    assert_eq!(status.key_tier, "keyring");
+    let active: Vec<_> = status
+        .key_tiers
+        .iter()
+        .filter(|t| t.state == "active")
+        .map(|t| t.tier.as_str())
+        .collect();
+    assert_eq!(active, ["keyring"], "{status:?}");
+    assert!(
+        tier(&status, "keyring")
+            .detail
+            .contains(&rotation.new_key_id),
+        "{status:?}"
+    );
+    assert!(
+        !tier(&status, "file").detail.contains("key id"),
+        "the file no longer holds the key: {status:?}"
+    );
+    check_all(&client, 2).await;
+}
+
+/// A start-up failure in key custody names its cause once: the daemon's
+/// errors carry their cause in the message, and the log line must not
+/// append it a second time (it did, e.g. "Access denied" twice on Windows).
+#[test]
+fn a_key_file_that_cannot_be_written_names_its_cause_once() {
+    let env = keyhaven_tests::TestEnv::new();
+    let key_file = env.key_file();
+    let dir = key_file.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    set_mode(dir, 0o700);
+    // A directory where the key file's temporary copy goes: writing the new
+    // store's key fails with "Is a directory" (os error 21).
+    std::fs::create_dir(dir.join("keyhaven.key.tmp")).unwrap();
+    let out = env.command("keyhavend").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("keyhaven.key"), "{err}");
+    assert_eq!(err.matches("os error 21").count(), 1, "{err}");
+}
