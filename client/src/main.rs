@@ -12,6 +12,7 @@ use keyhaven::{
 };
 use keyhaven_proto::exit;
 
+mod backup_cli;
 mod prompt;
 
 /// Command-line client for keyhavend, the per-user credential daemon.
@@ -135,6 +136,48 @@ enum Command {
     /// are only read (except `reel-db --wipe-source`); re-running is harmless.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Take a sealed snapshot of the store (admin access) and write it to a
+    /// file (0600, complete or absent). It opens only with the same data key.
+    Backup {
+        /// The file to write [default: keyhaven-snapshot-TIME.khsnap here].
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        /// Print the manifest of snapshot FILE (no key needed) instead.
+        #[arg(long, value_name = "FILE", conflicts_with = "to")]
+        manifest: Option<PathBuf>,
+    },
+    /// Write every credential (or those matching the filters) with its
+    /// metadata to an age file encrypted to a passphrase (admin access).
+    Export {
+        /// The file to write [default: keyhaven-export-TIME.age here].
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Read the passphrase from the first line of stdin instead of
+        /// asking on the terminal.
+        #[arg(long)]
+        passphrase_stdin: bool,
+    },
+    /// Restore from a snapshot or an export (admin access). A stored
+    /// credential with a newer revision is kept unless --overwrite.
+    /// Exit 0: all restored or unchanged; 20: some skipped; 21: failed.
+    Restore {
+        /// A snapshot (keyhaven backup) or an export (keyhaven export).
+        file: PathBuf,
+        /// Say what would happen; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace stored credentials even when their revision is newer.
+        #[arg(long)]
+        overwrite: bool,
+        /// Read an export's passphrase from the first line of stdin.
+        #[arg(long)]
+        passphrase_stdin: bool,
+        /// Only print what FILE is (a snapshot's manifest), no key needed.
+        #[arg(long, conflicts_with_all = ["dry_run", "overwrite"])]
+        inspect: bool,
+    },
     /// Show the daemon's version, protocol, pid, store and key tier.
     Status {
         /// JSON output.
@@ -273,6 +316,8 @@ impl KeyArgs {
 enum Failure {
     Client(Error),
     Input(String),
+    /// An exit code of its own (restore), with a message unless empty.
+    Code(u8, String),
 }
 
 impl From<Error> for Failure {
@@ -302,6 +347,12 @@ fn main() -> ExitCode {
         Err(Failure::Input(msg)) => {
             eprintln!("keyhaven: {msg}");
             ExitCode::from(exit::INVALID_INPUT)
+        }
+        Err(Failure::Code(code, msg)) => {
+            if !msg.is_empty() {
+                eprintln!("keyhaven: {msg}");
+            }
+            ExitCode::from(code)
         }
     }
 }
@@ -468,6 +519,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Import(command) => return import(cli.socket, cli.autostart, command).await,
+        Command::Backup {
+            manifest: Some(file),
+            ..
+        } => return backup_cli::inspect(&file),
+        Command::Backup { to, manifest: None } => {
+            return backup_cli::backup(&connect(cli.socket, cli.autostart).await?, to).await;
+        }
+        Command::Export {
+            to,
+            filter,
+            passphrase_stdin,
+        } => {
+            let client = connect(cli.socket, cli.autostart).await?;
+            return backup_cli::export(&client, to, filter.into(), passphrase_stdin).await;
+        }
+        Command::Restore {
+            file,
+            inspect: true,
+            ..
+        } => return backup_cli::inspect(&file),
+        Command::Restore {
+            file,
+            dry_run,
+            overwrite,
+            passphrase_stdin,
+            inspect: false,
+        } => {
+            let options = keyhaven::backup::RestoreOptions { dry_run, overwrite };
+            let client = async || Ok(connect(cli.socket, cli.autostart).await?);
+            return backup_cli::restore(client, &file, options, passphrase_stdin).await;
+        }
         Command::Status { json } => {
             let client = connect(cli.socket, cli.autostart).await?;
             let status = client.status().await?;
@@ -752,6 +834,8 @@ fn print_doctor(s: &DaemonStatus) {
         };
         println!("  {:<19} {state}: {}", t.tier, t.detail);
     }
+    println!();
+    println!("Snapshot: {}", last_backup_text(s));
     let active = s
         .key_tiers
         .iter()
@@ -782,6 +866,14 @@ fn print_doctor(s: &DaemonStatus) {
     }
 }
 
+/// When the last snapshot was taken, for `status` and `doctor`.
+fn last_backup_text(s: &DaemonStatus) -> String {
+    match &s.last_backup {
+        Some((at, what)) => format!("last taken {} ({what})", rfc3339(*at)),
+        None => "none taken yet: `keyhaven backup`, or set backup_dir for automatic ones".into(),
+    }
+}
+
 fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
     if json {
         let value = serde_json::json!({
@@ -797,6 +889,8 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
             "key_id": s.key_id,
             "key_problem": s.key_problem,
             "policy": s.policy,
+            "last_backup_at": s.last_backup.as_ref().map(|(t, _)| rfc3339(*t)),
+            "last_backup": s.last_backup.as_ref().map(|(_, w)| w),
             "key_tiers": s.key_tiers.iter().map(|t| serde_json::json!({
                 "tier": t.tier, "state": t.state, "detail": t.detail,
             })).collect::<Vec<_>>(),
@@ -820,6 +914,7 @@ fn print_status(client: &Client, s: &DaemonStatus, json: bool) {
         Some(problem) => println!("key:       LOCKED: {problem}"),
     }
     println!("policy:    {}", s.policy);
+    println!("snapshot:  {}", last_backup_text(s));
     println!(
         "client:    keyhaven {} (protocol {})",
         env!("CARGO_PKG_VERSION"),

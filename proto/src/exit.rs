@@ -11,6 +11,8 @@
 //! | 6 | invalid input (a field or the secret breaks a limit) |
 //! | 7 | conflict (compare-and-swap revision mismatch) |
 //! | 8 | protocol mismatch (daemon and CLI versions differ) |
+//! | 20 | restore: done, but some credentials were skipped (a newer revision is stored) |
+//! | 21 | restore: failed (a refused file, or a credential not written) |
 
 /// Success.
 pub const OK: u8 = 0;
@@ -30,3 +32,9 @@ pub const INVALID_INPUT: u8 = 6;
 pub const CONFLICT: u8 = 7;
 /// The daemon speaks another protocol version.
 pub const PROTOCOL_MISMATCH: u8 = 8;
+/// `keyhaven restore` finished, but kept some stored credentials whose
+/// revision is newer than the file's (rerun with `--overwrite` to replace).
+pub const RESTORE_SKIPPED: u8 = 20;
+/// `keyhaven restore` refused the file (wrong passphrase or key,
+/// truncated, damaged) or could not write some credential.
+pub const RESTORE_FAILED: u8 = 21;

@@ -9,12 +9,14 @@
 //! - [`secret`]: [`Secret`], bytes that zeroize on drop and print redacted.
 //! - [`paths`]: where the socket, database, config and key file live, with one
 //!   documented precedence (flag > env > XDG > fallback).
+//! - [`backup`]: the snapshot and export file formats.
 //! - [`exit`]: the CLI's exit codes.
 //! - `pipe` (Windows): whose process is on the other end of the named pipe
 //!   (token user SIDs), for the daemon's and the client's checks.
 //! - [`PROTOCOL`]: the wire protocol number exchanged by `Status`.
 #![warn(missing_docs)]
 
+pub mod backup;
 pub mod exit;
 pub mod key;
 pub mod legacy;
