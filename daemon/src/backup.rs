@@ -251,7 +251,6 @@ fn snapshot_blocking(db: &Path, tmp: &Path, key_now: &str) -> Result<Manifest, S
         // One read transaction: a consistent copy while writers go on.
         conn.execute("VACUUM INTO ?1", [target]).map_err(fail)?;
     }
-    crate::fault::point("backup:after-vacuum");
     let snap = rusqlite::Connection::open_with_flags(
         tmp,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -513,7 +512,14 @@ pub async fn restore(
         }
     };
     // Every credential must be one the store accepts, before the first write.
+    let mut seen = std::collections::HashSet::new();
     for c in &candidates {
+        if !seen.insert(c.key.to_string()) {
+            return Err(ServiceError::Invalid(format!(
+                "credential {} appears twice in the file",
+                c.key
+            )));
+        }
         if let Some(label) = &c.label {
             check_label(label).map_err(|e| {
                 ServiceError::Invalid(format!("credential {} in the file: {e}", c.key))
@@ -736,7 +742,14 @@ fn open_snapshot(
     Ok(out)
 }
 
-/// Applies each candidate by the rules (see the module doc).
+/// Stores of one restore in flight at once: they are committed together
+/// in groups (one fsync each), so a large restore takes seconds, not one
+/// fsync per credential.
+const IN_FLIGHT: usize = 256;
+
+/// Applies each candidate by the rules (see the module doc): decides every
+/// outcome from what is stored, then writes the restored and replaced ones
+/// concurrently, each with its own compare-and-swap.
 async fn apply(
     store: &Store,
     audit: &AuditLog,
@@ -747,12 +760,13 @@ async fn apply(
 ) -> Result<Vec<pb::RestoreOutcome>, ServiceError> {
     use pb::RestoreResult as R;
     let (_, rows) = store.snapshot(&ListFilter::default()).await?;
-    let mut stored: HashMap<String, u64> = rows
+    let stored: HashMap<String, u64> = rows
         .into_iter()
         .map(|m| (m.key.to_string(), m.revision))
         .collect();
     let now = now_unix_ms();
     let mut out = Vec::with_capacity(candidates.len());
+    let mut writes = Vec::new();
     for c in candidates {
         let current = stored.get(&c.key.to_string()).copied();
         let mut outcome = pb::RestoreOutcome {
@@ -794,37 +808,71 @@ async fn apply(
         };
         outcome.result = decision as i32;
         if matches!(decision, R::Restored | R::Replaced) && !dry_run {
-            let key = c.key.clone();
-            let put = Put {
-                key: c.key,
-                secret: c.secret,
-                label: c.label,
-                expires_at: c.expires_at,
-                expected_revision: Some(expected),
-            };
-            match store.put(put, who).await {
-                Ok((meta, _)) => {
-                    outcome.new_revision = meta.revision;
-                    stored.insert(key.to_string(), meta.revision);
-                    let _ = audit.outcome(who, "restore", Some(&key), None).await;
-                }
-                Err(StoreError::Conflict { actual, .. }) => {
-                    outcome.result = R::Failed as i32;
-                    outcome.detail = format!(
-                        "it changed while restoring (now {}); nothing was replaced, run the \
-                         restore again",
-                        actual.map_or("deleted".to_owned(), |r| format!("revision {r}"))
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(key = %key, error = %e, "restore: a credential was not written");
-                    outcome.result = R::Failed as i32;
-                    outcome.detail = "the store refused the write; see the keyhavend log".into();
-                }
-            }
-            crate::fault::point("restore:after-write");
+            writes.push((
+                out.len(),
+                Put {
+                    key: c.key,
+                    secret: c.secret,
+                    label: c.label,
+                    expires_at: c.expires_at,
+                    expected_revision: Some(expected),
+                },
+            ));
         }
         out.push(outcome);
+    }
+    let mut running = tokio::task::JoinSet::new();
+    let mut done = Vec::with_capacity(writes.len());
+    for (i, put) in writes {
+        if running.len() >= IN_FLIGHT
+            && let Some(result) = running.join_next().await
+        {
+            done.push(result);
+        }
+        let (store, who) = (store.clone(), who.clone());
+        running.spawn(async move {
+            let key = put.key.clone();
+            (i, key, store.put(put, &who).await)
+        });
+    }
+    while let Some(result) = running.join_next().await {
+        done.push(result);
+    }
+    for result in done {
+        let Ok((i, key, written)) = result else {
+            tracing::error!("restore: a write task failed");
+            continue;
+        };
+        let outcome = &mut out[i];
+        match written {
+            Ok((meta, _)) => {
+                outcome.new_revision = meta.revision;
+                let _ = audit.outcome(who, "restore", Some(&key), None).await;
+            }
+            Err(StoreError::Conflict { actual, .. }) => {
+                outcome.result = R::Failed as i32;
+                outcome.detail = format!(
+                    "it changed while restoring (now {}); nothing was replaced, run the \
+                     restore again",
+                    actual.map_or("deleted".to_owned(), |r| format!("revision {r}"))
+                );
+            }
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "restore: a credential was not written");
+                outcome.result = R::Failed as i32;
+                outcome.detail = "the store refused the write; see the keyhavend log".into();
+            }
+        }
+    }
+    // A write task that panicked left its outcome undecided: say so.
+    for outcome in &mut out {
+        if matches!(R::try_from(outcome.result), Ok(R::Restored | R::Replaced))
+            && outcome.new_revision == 0
+            && !dry_run
+        {
+            outcome.result = R::Failed as i32;
+            outcome.detail = "the write did not finish; see the keyhavend log".into();
+        }
     }
     Ok(out)
 }
