@@ -83,6 +83,8 @@ pub const DEFAULT_EVERY_WRITES: u64 = 100;
 pub struct Backups {
     auto: AutoSettings,
     last: std::sync::Mutex<Option<(i64, String)>>,
+    /// When the last automatic snapshot was taken (the daily limit).
+    last_auto: std::sync::Mutex<Option<i64>>,
     counter: AtomicU64,
 }
 
@@ -92,6 +94,7 @@ impl Backups {
         let last = auto.dir.as_deref().and_then(newest_auto);
         Self {
             auto,
+            last_auto: std::sync::Mutex::new(last.as_ref().map(|(at, _)| *at)),
             last: std::sync::Mutex::new(last),
             counter: AtomicU64::new(0),
         }
@@ -906,9 +909,12 @@ pub async fn automatic(shared: Arc<Shared>) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
         }
-        let recent = shared.backups.last().is_some_and(|(at, what)| {
-            what != "streamed to a client" && now_unix_ms() - at < AUTO_MIN_INTERVAL_MS
-        });
+        let recent = shared
+            .backups
+            .last_auto
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| now_unix_ms() - at < AUTO_MIN_INTERVAL_MS);
         if writes >= every && !recent {
             writes = 0;
             match write_auto(&shared, &dir).await {
@@ -961,6 +967,11 @@ async fn write_auto(shared: &Shared, dir: &Path) -> Result<PathBuf, String> {
     shared
         .backups
         .record(m.taken_at_unix_ms, final_path.display().to_string());
+    *shared
+        .backups
+        .last_auto
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(m.taken_at_unix_ms);
     let files = auto_files(dir);
     let keep = shared.backups.auto.keep.max(1);
     if files.len() > keep {
