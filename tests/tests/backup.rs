@@ -749,3 +749,66 @@ fn automatic_snapshots_are_taken_after_n_writes_and_restore_a_lost_database() {
         assert_eq!(meta_a["label"], meta_b["label"]);
     }
 }
+
+#[test]
+fn on_a_terminal_the_export_passphrase_is_asked_twice_and_must_match() {
+    let test = "on_a_terminal_the_export_passphrase_is_asked_twice_and_must_match";
+    if !have("script") {
+        skip(
+            test,
+            "`script` (util-linux) is needed to give keyhaven a terminal",
+        );
+        return;
+    }
+    let env = TestEnv::new();
+    let _d = env.spawn_daemon(&[]);
+    seed(&env);
+    let on_a_terminal = |file: &Path, typed: &[u8]| {
+        let mut child = std::process::Command::new("script")
+            .args([
+                "-q",
+                "-e",
+                "-c",
+                &format!(
+                    "'{}' export --to '{}'",
+                    keyhaven_tests::bin("keyhaven").display(),
+                    file.display()
+                ),
+                "/dev/null",
+            ])
+            .env("HOME", env.home())
+            .env("XDG_RUNTIME_DIR", env.runtime_dir())
+            .env_remove("KEYHAVEN_SOCKET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(typed).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    let differ = env.root().join("differ.age");
+    let out = on_a_terminal(&differ, b"one passphrase\nanother one\n");
+    let transcript = text(&out.stdout);
+    assert_eq!(code(&out), i32::from(exit::INVALID_INPUT), "{transcript}");
+    assert!(transcript.contains("Passphrase again: "), "{transcript}");
+    assert!(
+        transcript.contains("the passphrases differ"),
+        "{transcript}"
+    );
+    assert!(!differ.exists());
+    assert_eq!(
+        files_starting(env.root(), ".differ.age"),
+        Vec::<PathBuf>::new()
+    );
+
+    let same = env.root().join("same.age");
+    let out = on_a_terminal(&same, b"the same one\nthe same one\n");
+    assert_eq!(code(&out), 0, "{}", text(&out.stdout));
+    let out = restore(&env, &same, &[], b"the same one\n");
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("3 unchanged"));
+}
