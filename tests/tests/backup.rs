@@ -805,6 +805,16 @@ fn on_a_terminal_the_export_passphrase_is_asked_twice_and_must_match() {
         Vec::<PathBuf>::new()
     );
 
+    // No terminal, and no --passphrase-stdin: nothing to ask on.
+    let out = env.cli(&["export", "--to", path_str(&differ)], b"piped\n");
+    assert_eq!(code(&out), i32::from(exit::INVALID_INPUT));
+    assert!(
+        text(&out.stderr).contains("--passphrase-stdin"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!differ.exists());
+
     let same = env.root().join("same.age");
     let out = on_a_terminal(&same, b"the same one\nthe same one\n");
     assert_eq!(code(&out), 0, "{}", text(&out.stdout));
