@@ -152,6 +152,22 @@ impl Manifest {
         if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("the manifest's sha256 is not 64 hex digits"));
         }
+        // These reach terminals (`keyhaven backup --manifest`): ids are hex
+        // and the time is the one the Unix time says, nothing else.
+        let id_ok = |id: &str| {
+            id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !id_ok(&self.store_id) || !id_ok(&self.key_id) {
+            return Err(bad("the manifest's store_id or key_id is not an id"));
+        }
+        if self.taken_at != rfc3339(self.taken_at_unix_ms) {
+            return Err(bad(
+                "the manifest's taken_at does not match taken_at_unix_ms",
+            ));
+        }
         Ok(())
     }
 
@@ -530,6 +546,31 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("SHA-256")
+        );
+    }
+
+    #[test]
+    fn a_manifest_with_terminal_escapes_is_refused() {
+        let data = b"x".to_vec();
+        let mut m = manifest(&data);
+        m.key_id = "\u{1b}]0;owned\u{7}".into();
+        let mut file = m.header();
+        file.extend_from_slice(&data);
+        assert!(
+            Manifest::parse_header(&file)
+                .unwrap_err()
+                .0
+                .contains("key_id")
+        );
+        let mut m = manifest(&data);
+        m.taken_at = "\u{1b}[2J".into();
+        let mut file = m.header();
+        file.extend_from_slice(&data);
+        assert!(
+            Manifest::parse_header(&file)
+                .unwrap_err()
+                .0
+                .contains("taken_at")
         );
     }
 

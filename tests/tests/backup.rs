@@ -509,6 +509,16 @@ fn wrong_passphrase_wrong_key_truncated_and_bit_flipped_files_are_refused_and_ch
         b[at] = b'2';
         b
     };
+    // A manifest whose key id would drive the terminal.
+    let manifest_escape = {
+        let head = String::from_utf8_lossy(&snap_bytes[..300]).into_owned();
+        let id = key_id(&a);
+        let at = head.find(&id).unwrap();
+        let mut b = snap_bytes[..at].to_vec();
+        b.extend_from_slice(b"\\u001b]0;owned\\u0007");
+        b.extend_from_slice(&snap_bytes[at + id.len()..]);
+        b
+    };
     let cases: Vec<(&str, Vec<u8>, &[u8], &str)> = vec![
         (
             "wrong passphrase",
@@ -548,6 +558,12 @@ fn wrong_passphrase_wrong_key_truncated_and_bit_flipped_files_are_refused_and_ch
         ),
         ("edited manifest", manifest_edit, b"", "manifest says"),
         (
+            "terminal escapes in the manifest",
+            manifest_escape.clone(),
+            b"",
+            "not an id",
+        ),
+        (
             "not a backup",
             b"hello".to_vec(),
             b"",
@@ -568,6 +584,12 @@ fn wrong_passphrase_wrong_key_truncated_and_bit_flipped_files_are_refused_and_ch
         assert!(text(&out.stdout).is_empty(), "{name}: no outcome lines");
         assert_eq!(everything(&a), before, "{name}: nothing changed");
     }
+
+    let file = a.root().join("escape.khsnap");
+    std::fs::write(&file, &manifest_escape).unwrap();
+    let out = a.cli(&["backup", "--manifest", path_str(&file)], b"");
+    assert_eq!(code(&out), i32::from(exit::RESTORE_FAILED));
+    assert!(!out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b));
 
     // Another home, another key: the snapshot is refused, naming the key.
     let b = TestEnv::new();
