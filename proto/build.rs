@@ -16,7 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // These messages carry secret bytes: their Debug impls are written by
         // hand in `lib.rs` and print the secret as redacted.
-        .skip_debug([".keyhaven.v1.StoreRequest", ".keyhaven.v1.RetrieveResponse"])
+        .skip_debug([
+            ".keyhaven.v1.StoreRequest",
+            ".keyhaven.v1.RetrieveResponse",
+            ".keyhaven.v1.ExportedCredential",
+            ".keyhaven.v1.RestoreChunk",
+        ])
         .compile_fds(fds)?;
     Ok(())
 }

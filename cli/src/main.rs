@@ -12,6 +12,7 @@ use keyhaven::{
 };
 use keyhaven_proto::exit;
 
+mod backup_cli;
 mod import;
 mod prompt;
 mod terminal;
@@ -157,6 +158,48 @@ enum Command {
     /// are only read (except `reel-db --wipe-source`); re-running is harmless.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Take a sealed snapshot of the store (admin access) and write it to a
+    /// file (0600, complete or absent). It opens only with the same data key.
+    Backup {
+        /// The file to write [default: keyhaven-snapshot-TIME.khsnap here].
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        /// Print the manifest of snapshot FILE (no key needed) instead.
+        #[arg(long, value_name = "FILE", conflicts_with = "to")]
+        manifest: Option<PathBuf>,
+    },
+    /// Write every credential (or those matching the filters) with its
+    /// metadata to an age file encrypted to a passphrase (admin access).
+    Export {
+        /// The file to write [default: keyhaven-export-TIME.age here].
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Read the passphrase from the first line of stdin instead of
+        /// asking on the terminal.
+        #[arg(long)]
+        passphrase_stdin: bool,
+    },
+    /// Restore from a snapshot or an export (admin access). A stored
+    /// credential with a newer revision is kept unless --overwrite.
+    /// Exit 0: all restored or unchanged; 20: some skipped; 21: failed.
+    Restore {
+        /// A snapshot (keyhaven backup) or an export (keyhaven export).
+        file: PathBuf,
+        /// Say what would happen; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace stored credentials even when their revision is newer.
+        #[arg(long)]
+        overwrite: bool,
+        /// Read an export's passphrase from the first line of stdin.
+        #[arg(long)]
+        passphrase_stdin: bool,
+        /// Only print what FILE is (a snapshot's manifest), no key needed.
+        #[arg(long, conflicts_with_all = ["dry_run", "overwrite"])]
+        inspect: bool,
+    },
     /// Show the daemon's version, protocol, pid, store and key tier.
     Status {
         /// JSON output.
@@ -299,6 +342,8 @@ enum Failure {
     /// Stdout could not be written; a closed pipe (`| head`) is not an
     /// error worth a word.
     Output(std::io::Error),
+    /// An exit code of its own (restore), with a message unless empty.
+    Code(u8, String),
 }
 
 impl From<Error> for Failure {
@@ -342,6 +387,12 @@ fn main() -> ExitCode {
         Err(Failure::Output(e)) => {
             report(&format!("cannot write to stdout: {e}"));
             ExitCode::from(exit::FAILURE)
+        }
+        Err(Failure::Code(code, msg)) => {
+            if !msg.is_empty() {
+                report(&msg);
+            }
+            ExitCode::from(code)
         }
     }
 }
@@ -523,6 +574,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Import(command) => return import(&conn, &mut out, command).await,
+        Command::Backup {
+            manifest: Some(file),
+            ..
+        } => return backup_cli::inspect(&file),
+        Command::Backup { to, manifest: None } => {
+            return backup_cli::backup(&connect(&conn).await?, to).await;
+        }
+        Command::Export {
+            to,
+            filter,
+            passphrase_stdin,
+        } => {
+            let client = connect(&conn).await?;
+            return backup_cli::export(&client, to, filter.into(), passphrase_stdin).await;
+        }
+        Command::Restore {
+            file,
+            inspect: true,
+            ..
+        } => return backup_cli::inspect(&file),
+        Command::Restore {
+            file,
+            dry_run,
+            overwrite,
+            passphrase_stdin,
+            inspect: false,
+        } => {
+            let options = keyhaven::backup::RestoreOptions { dry_run, overwrite };
+            let client = async || Ok(connect(&conn).await?);
+            return backup_cli::restore(client, &file, options, passphrase_stdin).await;
+        }
         Command::Status { json } => {
             let client = connect(&conn).await?;
             let status = client.status().await?;
@@ -822,6 +904,8 @@ fn print_doctor(out: &mut Out, s: &DaemonStatus) -> std::io::Result<()> {
         };
         outln!(out, "  {:<19} {state}: {}", t.tier, t.detail)?;
     }
+    println!();
+    outln!(out, "Snapshot: {}", last_backup_text(s))?;
     let active = s
         .key_tiers
         .iter()
@@ -876,6 +960,14 @@ fn print_doctor(out: &mut Out, s: &DaemonStatus) -> std::io::Result<()> {
     Ok(())
 }
 
+/// When the last snapshot was taken, for `status` and `doctor`.
+fn last_backup_text(s: &DaemonStatus) -> String {
+    match &s.last_backup {
+        Some((at, what)) => format!("last taken {} ({what})", rfc3339(*at)),
+        None => "none taken yet: `keyhaven backup`, or set backup_dir for automatic ones".into(),
+    }
+}
+
 fn print_status(
     out: &mut Out,
     client: &Client,
@@ -896,6 +988,8 @@ fn print_status(
             "key_id": s.key_id,
             "key_problem": s.key_problem,
             "policy": s.policy,
+            "last_backup_at": s.last_backup.as_ref().map(|(t, _)| rfc3339(*t)),
+            "last_backup": s.last_backup.as_ref().map(|(_, w)| w),
             "key_tiers": s.key_tiers.iter().map(|t| serde_json::json!({
                 "tier": t.tier, "state": t.state, "detail": t.detail,
             })).collect::<Vec<_>>(),
@@ -925,6 +1019,7 @@ fn print_status(
         Some(problem) => outln!(out, "key:       LOCKED: {problem}")?,
     }
     outln!(out, "policy:    {}", s.policy)?;
+    outln!(out, "snapshot:  {}", last_backup_text(s))?;
     outln!(
         out,
         "client:    keyhaven {} (protocol {})",

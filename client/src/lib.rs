@@ -21,6 +21,7 @@
 //!   and offers typed `store` / `retrieve` / `delete` / `list` / `status`.
 //! - [`Client::watch`] (a `Stream` of [`WatchEvent`]s), [`Client::logout`]
 //!   and [`Client::audit`]: sharing one login between apps (`sharing.rs`).
+//! - [`backup`]: snapshots, the portable export and restore (admin).
 //! - [`Autostart`]: optional start-on-demand of `keyhavend`
 //!   (`KEYHAVEN_AUTOSTART=1`), off where a systemd socket unit is enabled.
 //! - [`Error`] with [`Error::kind`]: decide on outcomes without matching
@@ -41,6 +42,8 @@ use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
 use tonic::transport::Channel;
 
 pub mod autostart;
+#[cfg(feature = "backup")]
+pub mod backup;
 pub mod compat;
 mod connect;
 mod sharing;
@@ -281,6 +284,9 @@ pub struct DaemonStatus {
     pub key_tiers: Vec<KeyTierState>,
     /// Which per-app policy is in force, and where it came from.
     pub policy: String,
+    /// When the last snapshot was taken and where it went (`None`: none
+    /// since the daemon started, and none in its `backup_dir`).
+    pub last_backup: Option<(SystemTime, String)>,
 }
 
 /// One key tier as the daemon saw it.
@@ -499,6 +505,11 @@ fn status_from_pb(s: pb::StatusResponse) -> DaemonStatus {
             })
             .collect(),
         policy: s.policy,
+        last_backup: s
+            .last_backup_at
+            .as_ref()
+            .and_then(to_unix_ms)
+            .map(|ms| (ms_to_system(ms), s.last_backup)),
     }
 }
 

@@ -19,6 +19,9 @@
 //! legacy_read_through = true                     # on a miss, look in JellyTau's and Reel's keyring entries
 //! legacy_keyring_cleanup = false                 # remove a legacy entry once it is verified in the store
 //! allow_key_downgrade = false                    # let `key move` weaken the key's tier (e.g. keyring -> file)
+//! backup_dir = "/home/me/.local/share/keyhaven/backups"  # automatic snapshots (absent: none)
+//! backup_keep = 7                                # how many automatic snapshots to keep
+//! backup_every_writes = 100                      # take one after this many writes, at most daily
 //!
 //! [policy]                                       # optional per-app policy, see `policy.rs`
 //! default = "allow"
@@ -90,6 +93,12 @@ pub struct FileConfig {
     /// Allow `keyhaven key move` to a weaker key tier (e.g. keyring to
     /// key file).
     pub allow_key_downgrade: Option<bool>,
+    /// Directory of automatic snapshots; absent: none are taken.
+    pub backup_dir: Option<PathBuf>,
+    /// Automatic snapshots kept.
+    pub backup_keep: Option<usize>,
+    /// Writes between automatic snapshots (and at most one a day).
+    pub backup_every_writes: Option<u64>,
     /// Per-app policy.
     pub policy: Option<PolicyConfig>,
 }
@@ -174,6 +183,8 @@ pub struct Settings {
     pub legacy: LegacyOptions,
     /// MoveKey may move the data key to a weaker tier.
     pub allow_key_downgrade: bool,
+    /// Automatic snapshots.
+    pub backups: crate::backup::AutoSettings,
 }
 
 impl Settings {
@@ -204,6 +215,7 @@ impl Settings {
             idle_exit: None,
             legacy: LegacyOptions::default(),
             allow_key_downgrade: false,
+            backups: crate::backup::AutoSettings::default(),
         }
     }
 
@@ -321,6 +333,17 @@ impl Settings {
                 cleanup: file.legacy_keyring_cleanup.unwrap_or(false),
             },
             allow_key_downgrade: file.allow_key_downgrade.unwrap_or(false),
+            backups: crate::backup::AutoSettings {
+                dir: file.backup_dir.filter(|d| !d.as_os_str().is_empty()),
+                keep: file
+                    .backup_keep
+                    .unwrap_or(crate::backup::DEFAULT_KEEP)
+                    .max(1),
+                every_writes: file
+                    .backup_every_writes
+                    .unwrap_or(crate::backup::DEFAULT_EVERY_WRITES)
+                    .max(1),
+            },
         })
     }
 

@@ -27,6 +27,7 @@
 //! - [`policy`]: the optional per-app policy, reloadable.
 //! - [`limits`]: the gRPC boundary: HTTP 415 for requests that are not
 //!   gRPC, oversize messages answered RESOURCE_EXHAUSTED.
+//! - [`backup`]: snapshots, the export, restore, automatic snapshots.
 //! - [`error`]: error types and the one mapping to gRPC statuses.
 //!
 //! Start-up order: settings, data directory (0700), store lock, database
@@ -38,6 +39,7 @@
 
 pub mod audit;
 pub mod authority;
+pub mod backup;
 pub mod config;
 pub mod crypto;
 pub mod custody;
@@ -143,6 +145,7 @@ impl Prepared {
         // The socket is listening and the store is open with its key:
         // connections from now on are answered.
         platform::notify_ready();
+        let snapshots = tokio::spawn(backup::automatic(self.shared.clone()));
         let maintenance = tokio::spawn(maintain(
             self.shared.clone(),
             self.expiry_sweep,
@@ -180,6 +183,7 @@ impl Prepared {
         )
         .await;
         let _ = self.stopping_tx.send(true);
+        let _ = snapshots.await;
         // Upkeep that died (a panic) is as fatal as serving that failed.
         let result = match (result, maintenance.await) {
             (Ok(()), Err(e)) => Err(std::io::Error::other(format!(
@@ -221,9 +225,10 @@ pub async fn serve(
     // credentials is larger, and answers are bounded by the page size.
     let credentials = CredentialsServer::new(CredentialsService::new(shared.clone()))
         .max_decoding_message_size(max_message);
+    // Answers are small, except Export's: one credential each.
     let daemon = DaemonServer::new(DaemonService::new(shared.clone()))
         .max_decoding_message_size(SMALL_MESSAGE)
-        .max_encoding_message_size(SMALL_MESSAGE);
+        .max_encoding_message_size(SMALL_MESSAGE.max(max_message));
     // grpc.health.v1: "" and keyhaven.v1.Credentials are SERVING while the
     // store is open with its key, NOT_SERVING while it is locked and from
     // the moment shutdown starts.
@@ -483,6 +488,7 @@ async fn prepare_with(
             path: db_path.clone(),
             reason: format!("cannot draw the page-token key: {e}"),
         })?,
+        backups: backup::Backups::new(settings.backups.clone()),
     });
     Ok(Prepared {
         shared,

@@ -52,6 +52,8 @@ pub struct Shared {
     pub allow_key_downgrade: bool,
     /// Signs and checks `List` and `Audit.Query` page tokens.
     pub pages: PageTokens,
+    /// Snapshots: the last one taken, automatic snapshot settings.
+    pub backups: crate::backup::Backups,
 }
 
 /// Page tokens the daemon can recognise as its own: the position, then an
@@ -599,6 +601,13 @@ impl Daemon for DaemonService {
                 .collect(),
             key_id: key.key_id.unwrap_or_default(),
             policy: self.shared.policy.describe(),
+            last_backup_at: self.shared.backups.last().map(|(at, _)| from_unix_ms(at)),
+            last_backup: self
+                .shared
+                .backups
+                .last()
+                .map(|(_, w)| w)
+                .unwrap_or_default(),
         }))
     }
 
@@ -649,6 +658,55 @@ impl Daemon for DaemonService {
                 .map_err(ServiceError::from),
         };
         self.shared.finish("move-key", &peer, None, result).await
+    }
+
+    type BackupStream = crate::backup::MessageStream<pb::BackupChunk>;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = match self.shared.admin(&peer.identity) {
+            Err(e) => Err(e),
+            Ok(()) => crate::backup::backup(&self.shared).await,
+        };
+        self.shared.finish("backup", &peer, None, result).await
+    }
+
+    type ExportStream = crate::backup::MessageStream<pb::ExportedCredential>;
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = match self.shared.admin(&peer.identity) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                crate::backup::export(&self.shared, &peer.identity, request.into_inner()).await
+            }
+        };
+        self.shared.finish("export", &peer, None, result).await
+    }
+
+    type RestoreStream = crate::backup::MessageStream<pb::RestoreOutcome>;
+
+    async fn restore(
+        &self,
+        request: Request<tonic::Streaming<pb::RestoreChunk>>,
+    ) -> Result<Response<Self::RestoreStream>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = match self.shared.admin(&peer.identity) {
+            Err(e) => Err(e),
+            Ok(()) => match self.shared.audited() {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    crate::backup::restore(&self.shared, &peer.identity, request.into_inner()).await
+                }
+            },
+        };
+        self.shared.finish("restore", &peer, None, result).await
     }
 }
 

@@ -19,6 +19,9 @@ _keyhaven() {
             keyhaven,audit)
                 cmd="keyhaven__subcmd__audit"
                 ;;
+            keyhaven,backup)
+                cmd="keyhaven__subcmd__backup"
+                ;;
             keyhaven,completions)
                 cmd="keyhaven__subcmd__completions"
                 ;;
@@ -27,6 +30,9 @@ _keyhaven() {
                 ;;
             keyhaven,doctor)
                 cmd="keyhaven__subcmd__doctor"
+                ;;
+            keyhaven,export)
+                cmd="keyhaven__subcmd__export"
                 ;;
             keyhaven,get)
                 cmd="keyhaven__subcmd__get"
@@ -46,6 +52,9 @@ _keyhaven() {
             keyhaven,logout)
                 cmd="keyhaven__subcmd__logout"
                 ;;
+            keyhaven,restore)
+                cmd="keyhaven__subcmd__restore"
+                ;;
             keyhaven,status)
                 cmd="keyhaven__subcmd__status"
                 ;;
@@ -58,6 +67,9 @@ _keyhaven() {
             keyhaven__subcmd__help,audit)
                 cmd="keyhaven__subcmd__help__subcmd__audit"
                 ;;
+            keyhaven__subcmd__help,backup)
+                cmd="keyhaven__subcmd__help__subcmd__backup"
+                ;;
             keyhaven__subcmd__help,completions)
                 cmd="keyhaven__subcmd__help__subcmd__completions"
                 ;;
@@ -66,6 +78,9 @@ _keyhaven() {
                 ;;
             keyhaven__subcmd__help,doctor)
                 cmd="keyhaven__subcmd__help__subcmd__doctor"
+                ;;
+            keyhaven__subcmd__help,export)
+                cmd="keyhaven__subcmd__help__subcmd__export"
                 ;;
             keyhaven__subcmd__help,get)
                 cmd="keyhaven__subcmd__help__subcmd__get"
@@ -84,6 +99,9 @@ _keyhaven() {
                 ;;
             keyhaven__subcmd__help,logout)
                 cmd="keyhaven__subcmd__help__subcmd__logout"
+                ;;
+            keyhaven__subcmd__help,restore)
+                cmd="keyhaven__subcmd__help__subcmd__restore"
                 ;;
             keyhaven__subcmd__help,status)
                 cmd="keyhaven__subcmd__help__subcmd__status"
@@ -158,7 +176,7 @@ _keyhaven() {
 
     case "${cmd}" in
         keyhaven)
-            opts="-h -V --socket --autostart --allow-daemon-uid --help --version store get delete list watch logout audit doctor key import status completions help"
+            opts="-h -V --socket --autostart --allow-daemon-uid --help --version store get delete list watch logout audit doctor key import backup export restore status completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -199,6 +217,36 @@ _keyhaven() {
                     return 0
                     ;;
                 --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__backup)
+            opts="-h --to --manifest --socket --autostart --allow-daemon-uid --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --manifest)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -287,6 +335,44 @@ _keyhaven() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        keyhaven__subcmd__export)
+            opts="-h --to --provider --server --user --passphrase-stdin --socket --autostart --allow-daemon-uid --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --provider)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         keyhaven__subcmd__get)
             opts="-n -h --no-newline --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -310,7 +396,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__help)
-            opts="store get delete list watch logout audit doctor key import status completions help"
+            opts="store get delete list watch logout audit doctor key import backup export restore status completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -324,6 +410,20 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__help__subcmd__audit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__help__subcmd__backup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -366,6 +466,20 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__help__subcmd__doctor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -520,6 +634,20 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__help__subcmd__restore)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -907,6 +1035,28 @@ _keyhaven() {
             ;;
         keyhaven__subcmd__logout)
             opts="-h --socket --autostart --allow-daemon-uid --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-daemon-uid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        keyhaven__subcmd__restore)
+            opts="-h --dry-run --overwrite --passphrase-stdin --inspect --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

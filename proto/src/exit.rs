@@ -12,6 +12,8 @@
 //! | 7 | conflict (compare-and-swap revision mismatch) |
 //! | 8 | protocol mismatch (daemon and CLI versions differ) |
 //! | 9 | untrusted daemon: the socket is served by another user, or its directory is not private |
+//! | 20 | restore: done, but some credentials were skipped (a newer revision is stored) |
+//! | 21 | restore: failed (a refused file, or a credential not written) |
 
 /// Success.
 pub const OK: u8 = 0;
@@ -34,3 +36,9 @@ pub const PROTOCOL_MISMATCH: u8 = 8;
 /// The socket is served by another user (or its directory is not the
 /// user's own and private), so nothing was sent to it.
 pub const UNTRUSTED_DAEMON: u8 = 9;
+/// `keyhaven restore` finished, but kept some stored credentials whose
+/// revision is newer than the file's (rerun with `--overwrite` to replace).
+pub const RESTORE_SKIPPED: u8 = 20;
+/// `keyhaven restore` refused the file (wrong passphrase or key,
+/// truncated, damaged) or could not write some credential.
+pub const RESTORE_FAILED: u8 = 21;

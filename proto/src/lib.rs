@@ -9,6 +9,7 @@
 //! - [`secret`]: [`Secret`], bytes that zeroize on drop and print redacted.
 //! - [`paths`]: where the socket, database, config and key file live, with one
 //!   documented precedence (flag > env > XDG > fallback).
+//! - [`backup`]: the snapshot and export file formats.
 //! - [`exit`]: the CLI's exit codes.
 //! - `pipe` (Windows): who is on the other end of the named pipe (the
 //!   client's token user SID for the daemon, the pipe's owner SID for the
@@ -16,6 +17,8 @@
 //! - [`PROTOCOL`]: the wire protocol number exchanged by `Status`.
 #![warn(missing_docs)]
 
+#[cfg(feature = "backup-files")]
+pub mod backup;
 pub mod exit;
 pub mod key;
 pub mod legacy;

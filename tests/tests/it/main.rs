@@ -11,6 +11,7 @@
 mod activation;
 mod admin_audit;
 mod autostart;
+mod backup;
 mod bounds;
 mod cli;
 mod client_trust;

@@ -807,6 +807,33 @@ impl pb::daemon_server::Daemon for OtherProtocol {
     ) -> Result<tonic::Response<pb::MoveKeyResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("old daemon"))
     }
+
+    type BackupStream = tokio_stream::Empty<Result<pb::BackupChunk, tonic::Status>>;
+
+    async fn backup(
+        &self,
+        _: tonic::Request<pb::BackupRequest>,
+    ) -> Result<tonic::Response<Self::BackupStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old daemon"))
+    }
+
+    type ExportStream = tokio_stream::Empty<Result<pb::ExportedCredential, tonic::Status>>;
+
+    async fn export(
+        &self,
+        _: tonic::Request<pb::ExportRequest>,
+    ) -> Result<tonic::Response<Self::ExportStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old daemon"))
+    }
+
+    type RestoreStream = tokio_stream::Empty<Result<pb::RestoreOutcome, tonic::Status>>;
+
+    async fn restore(
+        &self,
+        _: tonic::Request<tonic::Streaming<pb::RestoreChunk>>,
+    ) -> Result<tonic::Response<Self::RestoreStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old daemon"))
+    }
 }
 
 #[tokio::test]
