@@ -46,6 +46,74 @@ pub const LINGER: Duration = Duration::from_millis(100);
 /// limit on variables).
 const ROWS_PER_INSERT: usize = 64;
 
+/// What a caller did (or tried), as recorded in the audit log. The text
+/// form is what `Audit.Query` returns and the CLI shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Credentials.Store.
+    Store,
+    /// Credentials.Retrieve.
+    Retrieve,
+    /// Credentials.Delete.
+    Delete,
+    /// Credentials.List.
+    List,
+    /// Credentials.Watch.
+    Watch,
+    /// Credentials.Logout, and each credential it removed.
+    Logout,
+    /// Daemon.RotateKey.
+    RotateKey,
+    /// Daemon.MoveKey.
+    MoveKey,
+    /// Daemon.Backup.
+    Backup,
+    /// Daemon.Export, and each credential it exported.
+    Export,
+    /// Daemon.Restore, and each credential it wrote.
+    Restore,
+    /// Audit.Query.
+    AuditQuery,
+    /// A connection refused before any request (another uid, too many).
+    Connect,
+    /// A legacy keyring entry migrated by the read-through.
+    Migrate,
+}
+
+impl Operation {
+    /// The name stored in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Store => "store",
+            Self::Retrieve => "retrieve",
+            Self::Delete => "delete",
+            Self::List => "list",
+            Self::Watch => "watch",
+            Self::Logout => "logout",
+            Self::RotateKey => "rotate-key",
+            Self::MoveKey => "move-key",
+            Self::Backup => "backup",
+            Self::Export => "export",
+            Self::Restore => "restore",
+            Self::AuditQuery => "audit-query",
+            Self::Connect => "connect",
+            Self::Migrate => "migrate",
+        }
+    }
+
+    /// True for the requests that change credentials one by one (their
+    /// success is logged with the caller).
+    pub fn is_write(self) -> bool {
+        matches!(self, Self::Store | Self::Delete | Self::Logout)
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One thing that happened.
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -54,7 +122,7 @@ pub struct Record {
     /// Who.
     pub caller: Identity,
     /// `retrieve`, `store`, `delete`, `logout`, `list`, `watch`, `connect`.
-    pub operation: &'static str,
+    pub operation: Operation,
     /// Which credential, when the operation has one.
     pub key: Option<CanonicalKey>,
     /// `OK` or the gRPC code name of the refusal.
@@ -202,7 +270,7 @@ impl AuditLog {
     pub async fn outcome(
         &self,
         caller: &Identity,
-        operation: &'static str,
+        operation: Operation,
         key: Option<&CanonicalKey>,
         status: Option<&tonic::Status>,
     ) -> Result<(), AuditUnavailable> {
@@ -420,7 +488,7 @@ async fn write_batch(store: &Database, batch: &[Record]) -> Result<(), StoreErro
                 .push_bind(i64::from(r.caller.pid))
                 .push_bind(r.caller.executable.clone().unwrap_or_default())
                 .push_bind(r.caller.app_id.clone().unwrap_or_default())
-                .push_bind(r.operation)
+                .push_bind(r.operation.as_str())
                 .push_bind(k.map(|k| k.provider().to_owned()))
                 .push_bind(k.map(|k| k.server_id().to_owned()))
                 .push_bind(k.map(|k| k.user_id().to_owned()))

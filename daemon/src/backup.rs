@@ -414,7 +414,10 @@ pub async fn export(
                     metadata: Some(to_pb(meta)),
                     secret: secret.into_vec(),
                 });
-                let _ = shared.audit.outcome(who, "export", Some(&key), None).await;
+                let _ = shared
+                    .audit
+                    .outcome(who, crate::audit::Operation::Export, Some(&key), None)
+                    .await;
             }
             // Expired, or deleted since the listing: not part of the export.
             Err(StoreError::NotFound { .. }) => {}
@@ -850,7 +853,9 @@ async fn apply(
         match written {
             Ok((meta, _)) => {
                 outcome.new_revision = meta.revision;
-                let _ = audit.outcome(who, "restore", Some(&key), None).await;
+                let _ = audit
+                    .outcome(who, crate::audit::Operation::Restore, Some(&key), None)
+                    .await;
             }
             Err(StoreError::Conflict { actual, .. }) => {
                 outcome.result = R::Failed as i32;

@@ -163,13 +163,50 @@ impl Probe {
     }
 }
 
+/// What a tier was found to hold; its text form is what `Status` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierState {
+    /// It holds the key in use.
+    Active,
+    /// It holds a key, not the one in use.
+    HoldsKey,
+    /// Reachable and empty.
+    Empty,
+    /// Configured but not reachable (the detail says why).
+    Unavailable,
+    /// Not set up on this machine.
+    NotConfigured,
+    /// Not looked at: a stronger tier holds the key.
+    Skipped,
+}
+
+impl TierState {
+    /// The name `Status` reports (`keyhaven.v1.KeyTierState.state`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::HoldsKey => "holds-key",
+            Self::Empty => "empty",
+            Self::Unavailable => "unavailable",
+            Self::NotConfigured => "not-configured",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for TierState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A tier's state, for `Status` and `keyhaven doctor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierReport {
     /// The tier.
     pub tier: KeyTier,
-    /// `active`, `holds-key`, `empty`, `unavailable`, `not-configured`, `skipped`.
-    pub state: &'static str,
+    /// What it holds.
+    pub state: TierState,
     /// Details for people (key id, path, error).
     pub detail: String,
 }
@@ -429,7 +466,7 @@ impl Custody {
             if found.is_some() {
                 reports.push(TierReport {
                     tier,
-                    state: "skipped",
+                    state: TierState::Skipped,
                     detail: self.describe(tier),
                 });
                 continue;
@@ -444,14 +481,14 @@ impl Custody {
             match probe {
                 Probe::NotConfigured => reports.push(TierReport {
                     tier,
-                    state: "not-configured",
+                    state: TierState::NotConfigured,
                     detail: self.describe(tier),
                 }),
                 Probe::Unavailable(why) => {
                     unavailable.push(format!("{tier}: {why}"));
                     reports.push(TierReport {
                         tier,
-                        state: "unavailable",
+                        state: TierState::Unavailable,
                         detail: why,
                     });
                 }
@@ -469,9 +506,9 @@ impl Custody {
                         }
                     }
                     let state = match (&found, holding.is_empty()) {
-                        (Some((_, t, _)), _) if *t == tier => "active",
-                        (_, true) => "empty",
-                        (_, false) => "holds-key",
+                        (Some((_, t, _)), _) if *t == tier => TierState::Active,
+                        (_, true) => TierState::Empty,
+                        (_, false) => TierState::HoldsKey,
                     };
                     let detail = if holding.is_empty() {
                         self.describe(tier)
@@ -696,7 +733,7 @@ mod tests {
             ),
             "{r:?}"
         );
-        assert_eq!(reports[1].state, "not-configured");
+        assert_eq!(reports[1].state, TierState::NotConfigured);
     }
 
     #[tokio::test]

@@ -275,7 +275,7 @@ async fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &str, detail: Str
         .record(Record {
             at: keyhaven_proto::time::now_unix_ms(),
             caller: daemon_identity(),
-            operation: "migrate",
+            operation: crate::audit::Operation::Migrate,
             key: Some(key.clone()),
             outcome: outcome.to_owned(),
             detail,

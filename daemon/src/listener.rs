@@ -34,7 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http;
 use tonic::transport::server::Connected;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Operation};
 use crate::authority::AuthorityFixer;
 use crate::identity::Identity;
 pub use crate::platform::{BoundSocket, bind_or_adopt};
@@ -473,7 +473,9 @@ async fn accept_loop(
                     "uid {uid} is not the daemon's user ({})",
                     policy.own_uid
                 ));
-                let _ = audit.outcome(&who, "connect", None, Some(&status)).await;
+                let _ = audit
+                    .outcome(&who, Operation::Connect, None, Some(&status))
+                    .await;
             }
             continue;
         }
@@ -502,7 +504,7 @@ async fn accept_loop(
                     if let Some(audit) = &policy.audit {
                         let status = tonic::Status::resource_exhausted("max_connections reached");
                         let _ = audit
-                            .outcome(&identity, "connect", None, Some(&status))
+                            .outcome(&identity, Operation::Connect, None, Some(&status))
                             .await;
                     }
                     (p, false)

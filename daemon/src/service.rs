@@ -13,7 +13,7 @@ use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
 use keyhaven_proto::{CanonicalKey, PROTOCOL, Secret};
 use tonic::{Request, Response, Status};
 
-use crate::audit::{self, AuditLog};
+use crate::audit::{self, AuditLog, Operation};
 use crate::custody::KeyTier;
 use crate::error::ServiceError;
 use crate::identity::Identity;
@@ -208,13 +208,13 @@ impl Shared {
     /// audit log and logs it (key and caller, never the secret).
     async fn finish<T>(
         &self,
-        op: &'static str,
+        op: Operation,
         peer: &Peer,
         key: Option<&CanonicalKey>,
         result: Result<T, ServiceError>,
     ) -> Result<Response<T>, Status> {
         let mut result = result.map(Response::new).map_err(Status::from);
-        let write = matches!(op, "store" | "delete" | "logout");
+        let write = op.is_write();
         if let Err(e) = self
             .audit
             .outcome(&peer.identity, op, key, result.as_ref().err())
@@ -232,10 +232,12 @@ impl Shared {
         // successful write (an app refreshing its token, an import) is at
         // debug: at load it cost more than the write's share of the commit.
         match &result {
-            Ok(_) if write => tracing::debug!(op, %key, caller = %who.describe(), "done"),
-            Ok(_) => tracing::debug!(op, %key, uid = who.uid, pid = who.pid, "ok"),
+            Ok(_) if write => {
+                tracing::debug!(op = op.as_str(), %key, caller = %who.describe(), "done")
+            }
+            Ok(_) => tracing::debug!(op = op.as_str(), %key, uid = who.uid, pid = who.pid, "ok"),
             Err(status) if write && status.code() == tonic::Code::FailedPrecondition => {
-                tracing::info!(op, %key, caller = %who.describe(), message = status.message(), "declined")
+                tracing::info!(op = op.as_str(), %key, caller = %who.describe(), message = status.message(), "declined")
             }
             Err(status)
                 if matches!(
@@ -243,10 +245,10 @@ impl Shared {
                     tonic::Code::NotFound | tonic::Code::FailedPrecondition
                 ) =>
             {
-                tracing::debug!(op, %key, uid = who.uid, pid = who.pid,
+                tracing::debug!(op = op.as_str(), %key, uid = who.uid, pid = who.pid,
                     code = ?status.code(), message = status.message(), "declined")
             }
-            Err(status) => tracing::info!(op, %key, uid = who.uid, pid = who.pid,
+            Err(status) => tracing::info!(op = op.as_str(), %key, uid = who.uid, pid = who.pid,
                 code = ?status.code(), message = status.message(), "refused"),
         }
         result
@@ -330,7 +332,7 @@ impl Credentials for CredentialsService {
         let (peer, key) = context(&request, request.get_ref().key.as_ref());
         let result = self.store_one(&peer.identity, request.into_inner()).await;
         self.shared
-            .finish("store", &peer, key.as_ref(), result)
+            .finish(Operation::Store, &peer, key.as_ref(), result)
             .await
     }
 
@@ -343,7 +345,7 @@ impl Credentials for CredentialsService {
             .retrieve_one(&peer.identity, request.into_inner())
             .await;
         self.shared
-            .finish("retrieve", &peer, key.as_ref(), result)
+            .finish(Operation::Retrieve, &peer, key.as_ref(), result)
             .await
     }
 
@@ -354,7 +356,7 @@ impl Credentials for CredentialsService {
         let (peer, key) = context(&request, request.get_ref().key.as_ref());
         let result = self.delete_one(&peer.identity, request.into_inner()).await;
         self.shared
-            .finish("delete", &peer, key.as_ref(), result)
+            .finish(Operation::Delete, &peer, key.as_ref(), result)
             .await
     }
 
@@ -364,7 +366,9 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let (peer, _) = context(&request, None);
         let result = self.list_page(request.into_inner()).await;
-        self.shared.finish("list", &peer, None, result).await
+        self.shared
+            .finish(Operation::List, &peer, None, result)
+            .await
     }
 
     type WatchStream = watch::EventStream;
@@ -375,7 +379,9 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (peer, _) = context(&request, None);
         let result = watch::start(&self.shared, request.into_inner()).await;
-        self.shared.finish("watch", &peer, None, result).await
+        self.shared
+            .finish(Operation::Watch, &peer, None, result)
+            .await
     }
 
     async fn logout(
@@ -384,7 +390,9 @@ impl Credentials for CredentialsService {
     ) -> Result<Response<pb::LogoutResponse>, Status> {
         let (peer, _) = context(&request, None);
         let result = self.logout_all(&peer.identity, request.into_inner()).await;
-        self.shared.finish("logout", &peer, None, result).await
+        self.shared
+            .finish(Operation::Logout, &peer, None, result)
+            .await
     }
 }
 
@@ -517,7 +525,7 @@ impl CredentialsService {
             let _ = self
                 .shared
                 .audit
-                .outcome(who, "logout", Some(&meta.key), None)
+                .outcome(who, Operation::Logout, Some(&meta.key), None)
                 .await;
         }
         Ok(pb::LogoutResponse {
@@ -595,7 +603,7 @@ impl Daemon for DaemonService {
                 .iter()
                 .map(|r| pb::KeyTierState {
                     tier: r.tier.as_str().to_owned(),
-                    state: r.state.to_owned(),
+                    state: r.state.as_str().to_owned(),
                     detail: r.detail.clone(),
                 })
                 .collect(),
@@ -631,7 +639,9 @@ impl Daemon for DaemonService {
                 })
                 .map_err(ServiceError::from),
         };
-        self.shared.finish("rotate-key", &peer, None, result).await
+        self.shared
+            .finish(Operation::RotateKey, &peer, None, result)
+            .await
     }
 
     async fn move_key(
@@ -657,7 +667,9 @@ impl Daemon for DaemonService {
                 })
                 .map_err(ServiceError::from),
         };
-        self.shared.finish("move-key", &peer, None, result).await
+        self.shared
+            .finish(Operation::MoveKey, &peer, None, result)
+            .await
     }
 
     type BackupStream = crate::backup::MessageStream<pb::BackupChunk>;
@@ -671,7 +683,9 @@ impl Daemon for DaemonService {
             Err(e) => Err(e),
             Ok(()) => crate::backup::backup(&self.shared).await,
         };
-        self.shared.finish("backup", &peer, None, result).await
+        self.shared
+            .finish(Operation::Backup, &peer, None, result)
+            .await
     }
 
     type ExportStream = crate::backup::MessageStream<pb::ExportedCredential>;
@@ -687,7 +701,9 @@ impl Daemon for DaemonService {
                 crate::backup::export(&self.shared, &peer.identity, request.into_inner()).await
             }
         };
-        self.shared.finish("export", &peer, None, result).await
+        self.shared
+            .finish(Operation::Export, &peer, None, result)
+            .await
     }
 
     type RestoreStream = crate::backup::MessageStream<pb::RestoreOutcome>;
@@ -706,7 +722,9 @@ impl Daemon for DaemonService {
                 }
             },
         };
-        self.shared.finish("restore", &peer, None, result).await
+        self.shared
+            .finish(Operation::Restore, &peer, None, result)
+            .await
     }
 }
 
@@ -721,7 +739,9 @@ impl Audit for AuditService {
             Err(e) => Err(e),
             Ok(()) => self.page(request.into_inner()).await,
         };
-        self.shared.finish("audit-query", &peer, None, result).await
+        self.shared
+            .finish(Operation::AuditQuery, &peer, None, result)
+            .await
     }
 }
 

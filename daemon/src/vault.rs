@@ -14,7 +14,7 @@
 use std::sync::RwLock;
 
 use crate::crypto::DataKey;
-use crate::custody::{Custody, KeyError, KeyTier, Resolution, Slot, TierReport};
+use crate::custody::{Custody, KeyError, KeyTier, Resolution, Slot, TierReport, TierState};
 use crate::error::ServiceError;
 use crate::events::EventBus;
 use crate::fault;
@@ -198,7 +198,7 @@ impl Vault {
         let key_id = key.id().to_owned();
         let mut reports = reports;
         for r in reports.iter_mut().filter(|r| r.tier == tier) {
-            r.state = "active";
+            r.state = TierState::Active;
             r.detail = format!("{}; key id {key_id}", self.custody.describe(tier));
         }
         let store = match self.db.with_key(key, self.events.clone()).await {
@@ -269,10 +269,10 @@ impl Vault {
         // a copy left elsewhere would be found first.
         for r in &mut reports {
             if r.tier == tier {
-                r.state = "active";
+                r.state = TierState::Active;
                 r.detail = format!("{}; key id {key_id}", self.custody.describe(tier));
-            } else if r.state == "active" {
-                r.state = "holds-key";
+            } else if r.state == TierState::Active {
+                r.state = TierState::HoldsKey;
             }
         }
         self.set_state(|s| {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use keyhaven::{AuditQuery, CredentialKey, ErrorKind, Secret, StoreOptions};
-use keyhaven_daemon::audit::{AuditLog, Record, Retention};
+use keyhaven_daemon::audit::{AuditLog, Operation, Record, Retention};
 use keyhaven_daemon::identity::Identity;
 use keyhaven_daemon::policy::{Policy, PolicyConfig};
 use keyhaven_daemon::store::Database;
@@ -228,7 +228,7 @@ async fn count_pruning_never_removes_records_younger_than_the_age_retention() {
             .record(Record {
                 at: now - i,
                 caller: who.clone(),
-                operation: "retrieve",
+                operation: Operation::Retrieve,
                 key: None,
                 outcome: "OK".into(),
                 detail: String::new(),
@@ -241,7 +241,7 @@ async fn count_pruning_never_removes_records_younger_than_the_age_retention() {
         .record(Record {
             at: now - 10 * 86_400_000,
             caller: who.clone(),
-            operation: "retrieve",
+            operation: Operation::Retrieve,
             key: None,
             outcome: "OK".into(),
             detail: "old".into(),
