@@ -1,9 +1,12 @@
 //! Windows: a named pipe instead of a Unix socket.
 //!
 //! - The pipe (`\\.\pipe\keyhaven-<user>` by default) is created with the
-//!   security descriptor `D:P(A;;GA;;;<user SID>)(A;;GA;;;SY)`: a protected
-//!   DACL that admits the daemon's user and SYSTEM and nobody else. Without
-//!   it, the default DACL would let Everyone read.
+//!   security descriptor `O:<user SID>D:P(A;;GA;;;<user SID>)(A;;GA;;;SY)`:
+//!   owned by the daemon's user (which is what clients check: the default
+//!   owner can be Administrators for an elevated process, or the primary
+//!   group under Wine), with a protected DACL that admits that user and
+//!   SYSTEM and nobody else. Without it, the default DACL would let
+//!   Everyone read.
 //! - Remote clients are refused (`PIPE_REJECT_REMOTE_CLIENTS`, interprocess's
 //!   default).
 //! - The first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`: if
@@ -105,7 +108,8 @@ pub fn bind_or_adopt(
         source,
     };
     let sid = own_sid().map_err(|e| io_err("read this user's SID for", e))?;
-    let sddl = format!("D:P(A;;GA;;;{sid})(A;;GA;;;SY)");
+    // The owner explicitly: clients trust the pipe only when they own it.
+    let sddl = format!("O:{sid}D:P(A;;GA;;;{sid})(A;;GA;;;SY)");
     let wide = widestring::U16CString::from_str(&sddl)
         .map_err(|e| io_err("encode the security descriptor of", io::Error::other(e)))?;
     let descriptor = SecurityDescriptor::deserialize(&wide)
