@@ -20,6 +20,7 @@ use keyhaven_proto::exit;
 use zeroize::Zeroizing;
 
 use crate::Failure;
+use crate::terminal::{Out, outln};
 
 /// scrypt work factor of exports: N = 2^18, as the `age` tool uses.
 const EXPORT_WORK_FACTOR: u8 = 18;
@@ -150,28 +151,30 @@ pub async fn backup(client: &keyhaven::Client, to: Option<PathBuf>) -> Result<()
         )));
     }
     let path = partial.commit()?;
-    println!(
+    outln!(
+        Out::stdout(),
         "snapshot written to {}: {} credential(s), revision {}, sealed with data key {} \
          (it opens only with that key)",
         path.display(),
         manifest.credential_count,
         manifest.highest_revision,
         manifest.key_id
-    );
+    )?;
     Ok(())
 }
 
 /// `keyhaven backup --manifest FILE` and `keyhaven restore --inspect FILE`.
 pub fn inspect(path: &Path) -> Result<(), Failure> {
+    let mut out = Out::stdout();
     let bytes = read_file(path)?;
     match format::detect(&bytes) {
         FileKind::Snapshot => {
             let (manifest, _) = Manifest::parse_header(&bytes)
                 .map_err(|e| fail(exit::RESTORE_FAILED, format!("{}: {e}", path.display())))?;
-            print_manifest(&manifest);
+            print_manifest(&mut out, &manifest)?;
             match Manifest::verify_file(&bytes) {
                 Ok(_) => {
-                    println!("complete:          yes (size and SHA-256 match)");
+                    outln!(out, "complete:          yes (size and SHA-256 match)")?;
                     Ok(())
                 }
                 Err(e) => Err(fail(
@@ -181,23 +184,32 @@ pub fn inspect(path: &Path) -> Result<(), Failure> {
             }
         }
         FileKind::Export | FileKind::ArmoredExport => {
-            println!("kind:              export (age, encrypted to a passphrase)");
-            println!("contents:          readable only with its passphrase");
+            outln!(
+                out,
+                "kind:              export (age, encrypted to a passphrase)"
+            )?;
+            outln!(out, "contents:          readable only with its passphrase")?;
             Ok(())
         }
         FileKind::Unknown => Err(not_a_backup(path)),
     }
 }
 
-fn print_manifest(m: &Manifest) {
-    println!("kind:              snapshot (format {})", m.format_version);
-    println!("taken at:          {}", m.taken_at);
-    println!("store id:          {}", m.store_id);
-    println!("data key id:       {}", m.key_id);
-    println!("credentials:       {}", m.credential_count);
-    println!("highest revision:  {}", m.highest_revision);
-    println!("size:              {} bytes", m.size);
-    println!("sha256:            {}", m.sha256);
+/// The manifest's fields come from the file: printed inert.
+fn print_manifest(out: &mut Out, m: &Manifest) -> std::io::Result<()> {
+    outln!(
+        out,
+        "kind:              snapshot (format {})",
+        m.format_version
+    )?;
+    outln!(out, "taken at:          {}", m.taken_at)?;
+    outln!(out, "store id:          {}", m.store_id)?;
+    outln!(out, "data key id:       {}", m.key_id)?;
+    outln!(out, "credentials:       {}", m.credential_count)?;
+    outln!(out, "highest revision:  {}", m.highest_revision)?;
+    outln!(out, "size:              {} bytes", m.size)?;
+    outln!(out, "sha256:            {}", m.sha256)?;
+    Ok(())
 }
 
 fn not_a_backup(path: &Path) -> Failure {
@@ -316,12 +328,13 @@ pub async fn export(
     .map_err(|e| Failure::Input(format!("cannot write {}: {e}", partial.temp.display())))?;
     partial.file = Some(encrypted);
     let path = partial.commit()?;
-    println!(
+    outln!(
+        Out::stdout(),
         "exported {} credential(s) to {}, encrypted to your passphrase (age, scrypt 2^{EXPORT_WORK_FACTOR}). \
          Anyone with this file and the passphrase can read every token in it",
         credentials.len(),
         path.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -410,7 +423,7 @@ fn decrypt(bytes: &[u8], pass: SecretString) -> Result<Zeroizing<Vec<u8>>, Strin
 }
 
 fn report(outcomes: &[RestoreOutcome], options: RestoreOptions) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
+    let mut out = Out::stdout();
     let mut counts = [0usize; 5];
     for o in outcomes {
         let n = match o.result {
@@ -442,7 +455,7 @@ fn report(outcomes: &[RestoreOutcome], options: RestoreOptions) -> Result<(), Fa
             ),
             RestoreResult::Failed => format!("failed: {}: {}", o.key, o.detail),
         };
-        let _ = writeln!(out, "{line}");
+        out.line(&line)?;
     }
     let mut summary = format!(
         "summary: {} restored, {} replaced, {} unchanged, {} skipped, {} failed",
@@ -451,7 +464,7 @@ fn report(outcomes: &[RestoreOutcome], options: RestoreOptions) -> Result<(), Fa
     if options.dry_run {
         summary.push_str(" (dry run: nothing was written)");
     }
-    let _ = writeln!(out, "{summary}").and_then(|()| out.flush());
+    out.line(&summary)?;
     if counts[4] > 0 {
         Err(fail(
             exit::RESTORE_FAILED,
