@@ -81,31 +81,19 @@ impl PageTokens {
     }
 
     fn mac(&self, kind: &str, payload: &str) -> String {
-        use sha2::{Digest, Sha256};
-        // HMAC (RFC 2104) over SHA-256 with a 32-byte key.
-        let mut inner_pad = [0x36u8; 64];
-        let mut outer_pad = [0x5cu8; 64];
-        for (i, b) in self.key.iter().enumerate() {
-            inner_pad[i] ^= b;
-            outer_pad[i] ^= b;
-        }
-        let inner = Sha256::new()
-            .chain_update(inner_pad)
-            .chain_update(kind.as_bytes())
-            .chain_update([0u8])
-            .chain_update(payload.as_bytes())
-            .finalize();
-        let outer = Sha256::new()
-            .chain_update(outer_pad)
-            .chain_update(inner)
-            .finalize();
-        inner_pad.fill(0);
-        outer_pad.fill(0);
-        let mut hex = String::with_capacity(TOKEN_MAC_HEX);
-        for b in &outer[..TOKEN_MAC_HEX / 2] {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        hex
+        use hmac::{KeyInit, Mac};
+        let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key[..]) {
+            Ok(mac) => mac,
+            Err(_) => unreachable!("HMAC takes a key of any length"),
+        };
+        mac.update(kind.as_bytes());
+        mac.update(&[0u8]);
+        mac.update(payload.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        tag[..TOKEN_MAC_HEX / 2]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// A token for `payload` (a position) of page kind `kind`.
