@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Attribute maps in name order: stable output and encoding.
+        .btree_map(".")
         // These messages carry secret bytes: their Debug impls are written by
         // hand in `lib.rs` and print the secret as redacted.
         .skip_debug([

@@ -189,6 +189,7 @@ fn server_filter(server: usize) -> ListFilter {
         provider: Some("jellyfin".to_owned()),
         server_id: Some(format!("srv-{server:07}")),
         user_id: None,
+        ..ListFilter::default()
     }
 }
 

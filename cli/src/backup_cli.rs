@@ -297,7 +297,7 @@ pub async fn export(
         .iter()
         .map(|c| {
             let m = &c.metadata;
-            ExportEntry::new(
+            let mut entry = ExportEntry::new(
                 &m.key,
                 &c.secret,
                 m.revision,
@@ -305,7 +305,9 @@ pub async fn export(
                 m.expires_at.map(system_to_ms),
                 system_to_ms(m.created_at),
                 system_to_ms(m.updated_at),
-            )
+            );
+            entry.attributes = m.attributes.clone();
+            entry
         })
         .collect();
     let doc = ExportDocument::new(entries, system_to_ms(SystemTime::now()));

@@ -175,6 +175,7 @@ async fn import_key(
                     label: candidate.label.clone(),
                     expires_at: candidate.expires_at,
                     expected_revision: Some(0),
+                    attributes: None,
                 };
                 match client
                     .store(key, candidate.secret.clone(), store_options)
@@ -199,6 +200,7 @@ async fn import_key(
             label: candidate.label.clone(),
             expires_at: candidate.expires_at,
             expected_revision: Some(existing.metadata.revision),
+            attributes: None,
         };
         match client
             .store(key, candidate.secret.clone(), store_options)
@@ -225,6 +227,7 @@ async fn current(
         provider: Some(key.provider().to_owned()),
         server_id: Some(key.server_id().to_owned()),
         user_id: Some(key.user_id().to_owned()),
+        ..keyhaven::ListFilter::default()
     };
     let listed = client.list(&filter).await?;
     if !listed.iter().any(|m| &m.key == key) {

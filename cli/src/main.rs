@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use keyhaven::{
-    AuditEntry, AuditQuery, Autostart, Caller, Client, ConnectOptions, CredentialKey, DaemonStatus,
-    Error, ListFilter, Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
+    Attributes, AuditEntry, AuditQuery, Autostart, Caller, Client, ConnectOptions, CredentialKey,
+    DaemonStatus, Error, ListFilter, Metadata, Secret, StoreOptions, WatchEvent, system_to_ms,
 };
 use keyhaven_proto::exit;
 
@@ -73,6 +73,14 @@ enum Command {
         /// A label for people, e.g. "Living-room Jellyfin".
         #[arg(long)]
         label: Option<String>,
+        /// A non-secret attribute, e.g. server_url=https://jf.example.org
+        /// (repeat for more). Given attributes replace the stored ones;
+        /// without --attr they are kept.
+        #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
+        attrs: Vec<(String, String)>,
+        /// Remove every stored attribute.
+        #[arg(long, conflicts_with = "attrs")]
+        clear_attrs: bool,
         /// Expire after this many seconds.
         #[arg(long, value_name = "SECONDS")]
         expires_in: Option<u64>,
@@ -299,16 +307,37 @@ struct FilterArgs {
     /// Only this user id ('' for empty).
     #[arg(long = "user", value_name = "USER_ID")]
     user_id: Option<String>,
+    /// Only credentials with this attribute value (repeat: all must match).
+    #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
+    attrs: Vec<(String, String)>,
 }
 
-impl From<FilterArgs> for ListFilter {
-    fn from(f: FilterArgs) -> Self {
-        ListFilter {
-            provider: f.provider,
-            server_id: f.server_id,
-            user_id: f.user_id,
+impl FilterArgs {
+    fn filter(self) -> Result<ListFilter, Failure> {
+        Ok(ListFilter {
+            provider: self.provider,
+            server_id: self.server_id,
+            user_id: self.user_id,
+            attributes: attribute_map(self.attrs)?,
+        })
+    }
+}
+
+/// `--attr NAME=VALUE`, checked by the attribute rules.
+fn parse_attr(text: &str) -> Result<(String, String), String> {
+    keyhaven::attributes::parse_pair(text).map_err(|e| e.to_string())
+}
+
+/// The `--attr` pairs as a map; a name given twice is an error.
+fn attribute_map(pairs: Vec<(String, String)>) -> Result<Attributes, Failure> {
+    let mut map = Attributes::new();
+    for (name, value) in pairs {
+        if map.insert(name.clone(), value).is_some() {
+            return Err(Failure::Input(format!("--attr {name} is given twice")));
         }
     }
+    keyhaven::attributes::check(&map).map_err(|e| Failure::Input(e.to_string()))?;
+    Ok(map)
 }
 
 #[derive(Debug, Args)]
@@ -434,17 +463,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             key,
             secret_file,
             label,
+            attrs,
+            clear_attrs,
             expires_in,
             if_revision,
             if_absent,
         } => {
             let key = key.key()?;
+            let attributes = if clear_attrs {
+                Some(Attributes::new())
+            } else if attrs.is_empty() {
+                None
+            } else {
+                Some(attribute_map(attrs)?)
+            };
             let secret = read_secret(secret_file.as_deref(), &key)?;
             let client = connect(&conn).await?;
             let options = StoreOptions {
                 label,
                 expires_at: expires_in.map(|s| SystemTime::now() + Duration::from_secs(s)),
                 expected_revision: if if_absent { Some(0) } else { if_revision },
+                attributes,
             };
             let stored = client.store(&key, secret, options).await?;
             let verb = if stored.created { "stored" } else { "updated" };
@@ -473,7 +512,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::List { filter, json } => {
             let client = connect(&conn).await?;
-            let items = client.list(&filter.into()).await?;
+            let items = client.list(&filter.filter()?).await?;
             if json {
                 let rows: Vec<_> = items.iter().map(metadata_json).collect();
                 out.exact_line(&serde_json::Value::Array(rows).to_string())?;
@@ -488,7 +527,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             json,
         } => {
             let client = connect(&conn).await?;
-            let mut watch = client.watch(&filter.into(), snapshot).await?;
+            let mut watch = client.watch(&filter.filter()?, snapshot).await?;
             let mut seen = 0u64;
             while count.is_none_or(|n| seen < n) {
                 let Some(event) = watch.next().await else {
@@ -587,7 +626,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             passphrase_stdin,
         } => {
             let client = connect(&conn).await?;
-            return backup_cli::export(&client, to, filter.into(), passphrase_stdin).await;
+            return backup_cli::export(&client, to, filter.filter()?, passphrase_stdin).await;
         }
         Command::Restore {
             file,
@@ -783,6 +822,7 @@ fn metadata_json(m: &Metadata) -> serde_json::Value {
         "updated_at": rfc3339(m.updated_at),
         "expires_at": m.expires_at.map(rfc3339),
         "label": m.label,
+        "attributes": m.attributes,
     })
 }
 
@@ -815,6 +855,10 @@ fn print_table(out: &mut Out, items: &[Metadata]) -> std::io::Result<()> {
             m.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
             m.label.as_deref().unwrap_or("")
         )?;
+        // Attributes under their credential, one per line.
+        for (name, value) in &m.attributes {
+            outln!(out, "    {name} = {value}")?;
+        }
     }
     Ok(())
 }

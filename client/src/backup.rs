@@ -144,6 +144,7 @@ impl Client {
             user_id: filter.user_id.clone().unwrap_or_default(),
             match_empty_server_id: filter.server_id.is_some(),
             match_empty_user_id: filter.user_id.is_some(),
+            attributes: filter.attributes.clone(),
         };
         let mut stream = self.admin_client().export(request).await?.into_inner();
         let mut out = Vec::new();

@@ -52,8 +52,9 @@ mod transport;
 pub use autostart::Autostart;
 pub use connect::{CONNECT_TIMEOUT, ConnectOptions, ENV_ALLOW_DAEMON_UID, HANDSHAKE_TIMEOUT};
 pub use keyhaven_proto::PROTOCOL;
+pub use keyhaven_proto::attributes;
 pub use keyhaven_proto::key::{DEFAULT_TOKEN_TYPE, KeyError, Limits};
-pub use keyhaven_proto::{CanonicalKey as CredentialKey, Secret};
+pub use keyhaven_proto::{AttributeError, Attributes, CanonicalKey as CredentialKey, Secret};
 pub use sharing::{AuditEntry, AuditQuery, Caller, EventKind, Watch, WatchEvent};
 
 /// What went wrong, for deciding what to do next.
@@ -154,6 +155,12 @@ impl From<KeyError> for Error {
     }
 }
 
+impl From<AttributeError> for Error {
+    fn from(e: AttributeError) -> Self {
+        Self::new(ErrorKind::InvalidArgument, e.to_string())
+    }
+}
+
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         use tonic::Code;
@@ -194,6 +201,9 @@ pub struct Metadata {
     pub expires_at: Option<SystemTime>,
     /// A label for people.
     pub label: Option<String>,
+    /// Non-secret attributes: which server, which user, which device id
+    /// (names in [`attributes`]). Stored unsealed.
+    pub attributes: Attributes,
 }
 
 /// A credential read from the daemon.
@@ -215,6 +225,9 @@ pub struct StoreOptions {
     /// Compare-and-swap: `None` writes unconditionally, `Some(0)` only if the
     /// credential does not exist, `Some(n)` only if it is at revision `n`.
     pub expected_revision: Option<u64>,
+    /// `None` keeps the stored attributes (a new credential has none);
+    /// `Some(map)` replaces them, and `Some` of an empty map removes them.
+    pub attributes: Option<Attributes>,
 }
 
 impl StoreOptions {
@@ -255,6 +268,8 @@ pub struct ListFilter {
     pub server_id: Option<String>,
     /// Exact user id.
     pub user_id: Option<String>,
+    /// Only credentials carrying every one of these attributes, exactly.
+    pub attributes: Attributes,
 }
 
 /// What the daemon says about itself.
@@ -378,13 +393,19 @@ impl Client {
         if let Some(label) = &options.label {
             keyhaven_proto::key::check_label(label)?;
         }
+        if let Some(attributes) = &options.attributes {
+            attributes::check(attributes)?;
+        }
         let expires_at = options.expires_at.map(|t| from_unix_ms(system_to_ms(t)));
+        let clear_attributes = options.attributes.as_ref().is_some_and(|a| a.is_empty());
         let request = pb::StoreRequest {
             key: Some(key.to_pb()),
             secret: secret.into_vec(),
             label: options.label,
             expires_at,
             expected_revision: options.expected_revision,
+            attributes: options.attributes.unwrap_or_default(),
+            clear_attributes,
         };
         let response = self.credentials().store(request).await?.into_inner();
         Ok(Stored {
@@ -437,6 +458,7 @@ impl Client {
                 // limit (the daemon does not cap its answers).
                 page_size: LIST_PAGE_SIZE,
                 page_token,
+                attributes: filter.attributes.clone(),
             };
             let page = self.credentials().list(request).await?.into_inner();
             for m in page.credentials {
@@ -532,6 +554,7 @@ fn metadata_from_pb(m: Option<pb::CredentialMetadata>) -> Result<Metadata> {
         updated_at: time(m.updated_at)?.unwrap_or(UNIX_EPOCH),
         expires_at: time(m.expires_at)?,
         label: m.label,
+        attributes: m.attributes,
     })
 }
 

@@ -156,6 +156,7 @@ impl Client {
             match_empty_server_id: filter.server_id.is_some(),
             match_empty_user_id: filter.user_id.is_some(),
             snapshot,
+            attributes: filter.attributes.clone(),
         };
         let inner = self.credentials().watch(request).await?.into_inner();
         Ok(Watch { inner })

@@ -31,7 +31,7 @@ use keyhaven_proto::backup::{self as format, ExportDocument, Hasher, Manifest};
 use keyhaven_proto::key::check_label;
 use keyhaven_proto::pb::{self, restore_chunk::Part};
 use keyhaven_proto::time::now_unix_ms;
-use keyhaven_proto::{CanonicalKey, Secret};
+use keyhaven_proto::{Attributes, CanonicalKey, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::Stream;
 use tonic::Status;
@@ -42,7 +42,7 @@ use crate::error::ServiceError;
 use crate::events::EventKind;
 use crate::identity::Identity;
 use crate::service::{Shared, parse_filter, to_pb};
-use crate::store::{ListFilter, Put, Store, StoreError};
+use crate::store::{AttributeChange, ListFilter, Put, Store, StoreError};
 use crate::vault::Vault;
 
 /// Bytes per streamed chunk: well under the Daemon service's 64 KiB limit.
@@ -402,6 +402,7 @@ pub async fn export(
         req.user_id,
         req.match_empty_server_id,
         req.match_empty_user_id,
+        req.attributes,
     )?;
     let store = shared.vault.store()?;
     let (_, rows) = store.snapshot(&filter).await?;
@@ -432,6 +433,7 @@ struct Candidate {
     key: CanonicalKey,
     secret: Secret,
     label: Option<String>,
+    attributes: Attributes,
     expires_at: Option<i64>,
     revision: u64,
 }
@@ -505,6 +507,7 @@ pub async fn restore(
                             .secret()
                             .map_err(|e| ServiceError::Invalid(e.to_string()))?,
                         label: e.label.clone(),
+                        attributes: e.attributes.clone(),
                         expires_at: e.expires_at_unix_ms,
                         revision: e.revision,
                     })
@@ -531,6 +534,8 @@ pub async fn restore(
                 ServiceError::Invalid(format!("credential {} in the file: {e}", c.key))
             })?;
         }
+        keyhaven_proto::attributes::check(&c.attributes)
+            .map_err(|e| ServiceError::Invalid(format!("credential {} in the file: {e}", c.key)))?;
         if c.secret.is_empty() || c.secret.len() > shared.max_secret_bytes {
             return Err(ServiceError::Invalid(format!(
                 "credential {} in the file has a secret of {} bytes; this daemon takes 1 to {} \
@@ -683,12 +688,16 @@ fn open_snapshot(
     if !verified {
         return Err(wrong_key(&manifest.key_id));
     }
-    let mut stmt = conn
-        .prepare(
-            "SELECT provider, server_id, user_id, token_type, ciphertext, nonce, key_id, label, \
-             revision, expires_at FROM auth_tokens ORDER BY provider, server_id, user_id, token_type",
-        )
-        .map_err(|e| damaged(e.to_string()))?;
+    // Snapshots taken before attributes existed have no such column.
+    let has_attributes = conn
+        .prepare("SELECT attributes FROM auth_tokens LIMIT 0")
+        .is_ok();
+    let sql = format!(
+        "SELECT provider, server_id, user_id, token_type, ciphertext, nonce, key_id, label, \
+         revision, expires_at, {} FROM auth_tokens ORDER BY provider, server_id, user_id, token_type",
+        if has_attributes { "attributes" } else { "NULL" }
+    );
+    let mut stmt = conn.prepare(&sql).map_err(|e| damaged(e.to_string()))?;
     type RawRow = (
         String,
         String,
@@ -700,6 +709,7 @@ fn open_snapshot(
         Option<String>,
         i64,
         Option<i64>,
+        Option<Vec<u8>>,
     );
     let rows: Vec<RawRow> = stmt
         .query_map([], |r| {
@@ -714,13 +724,25 @@ fn open_snapshot(
                 r.get(7)?,
                 r.get(8)?,
                 r.get(9)?,
+                r.get(10)?,
             ))
         })
         .and_then(|rows| rows.collect())
         .map_err(|e| damaged(e.to_string()))?;
     let mut out = Vec::with_capacity(rows.len());
-    for (provider, server, user, token_type, ciphertext, nonce, key_id, label, revision, expires) in
-        rows
+    for (
+        provider,
+        server,
+        user,
+        token_type,
+        ciphertext,
+        nonce,
+        key_id,
+        label,
+        revision,
+        expires,
+        attributes,
+    ) in rows
     {
         let canonical = CanonicalKey::new(&provider, &server, &user, &token_type)
             .map_err(|e| damaged(format!("a row's key is invalid: {e}")))?;
@@ -730,10 +752,13 @@ fn open_snapshot(
         let secret = key
             .open(&canonical, &Sealed { nonce, ciphertext })
             .map_err(|e| damaged(format!("credential {canonical} does not open: {e}")))?;
+        let attributes = crate::attributes::decode(attributes.as_deref())
+            .map_err(|e| damaged(format!("credential {canonical}: {e}")))?;
         out.push(Candidate {
             key: canonical,
             secret,
             label,
+            attributes,
             expires_at: expires,
             revision: u64::try_from(revision).unwrap_or(0),
         });
@@ -799,6 +824,7 @@ async fn apply(
                     Ok((meta, secret)) => {
                         secret.expose() == c.secret.expose()
                             && meta.label == c.label
+                            && meta.attributes == c.attributes
                             && meta.expires_at == c.expires_at
                     }
                     Err(_) => false,
@@ -822,6 +848,7 @@ async fn apply(
                     label: c.label,
                     expires_at: c.expires_at,
                     expected_revision: Some(expected),
+                    attributes: AttributeChange::Replace(c.attributes),
                 },
             ));
         }

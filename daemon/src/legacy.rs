@@ -26,7 +26,7 @@ use keyhaven_proto::{CanonicalKey, Secret};
 use crate::audit::{AuditLog, Record};
 use crate::identity::Identity;
 use crate::keyring::{Keyring, KeyringError};
-use crate::store::{Metadata, Put, Store, StoreError};
+use crate::store::{AttributeChange, Metadata, Put, Store, StoreError};
 
 /// What the read-through does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +127,7 @@ impl ReadThrough {
             label: Some("migrated from a legacy keyring entry".into()),
             expires_at: None,
             expected_revision: Some(0),
+            attributes: AttributeChange::Keep,
         };
         match store.put(put, &daemon).await {
             Ok(_) => crate::fault::point("legacy:after-store"),

@@ -37,6 +37,7 @@
 //! `idle_exit_seconds`), `STOPPING=1`.
 #![warn(missing_docs)]
 
+pub(crate) mod attributes;
 pub mod audit;
 pub mod authority;
 pub mod backup;

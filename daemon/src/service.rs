@@ -10,7 +10,7 @@ use keyhaven_proto::pb::{
     self, audit_server::Audit, credentials_server::Credentials, daemon_server::Daemon,
 };
 use keyhaven_proto::time::{from_unix_ms, to_unix_ms};
-use keyhaven_proto::{CanonicalKey, PROTOCOL, Secret};
+use keyhaven_proto::{Attributes, CanonicalKey, PROTOCOL, Secret};
 use tonic::{Request, Response, Status};
 
 use crate::audit::{self, AuditLog, Operation};
@@ -20,7 +20,7 @@ use crate::identity::Identity;
 use crate::legacy::ReadThrough;
 use crate::listener::Peer;
 use crate::policy::{Access, PolicyHandle};
-use crate::store::{ListFilter, Metadata, Put, StoreError};
+use crate::store::{AttributeChange, ListFilter, Metadata, Put, StoreError};
 use crate::vault::Vault;
 use crate::watch;
 
@@ -28,6 +28,9 @@ use crate::watch;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest `List` and audit page size.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// A List page stops before its credentials' encoding passes this size,
+/// well under a client's usual 4 MiB decoding limit.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
 
 /// State shared by every request.
 #[derive(Debug)]
@@ -165,6 +168,7 @@ pub fn to_pb(meta: Metadata) -> pb::CredentialMetadata {
         updated_at: Some(from_unix_ms(meta.updated_at)),
         expires_at: meta.expires_at.map(from_unix_ms),
         label: meta.label,
+        attributes: meta.attributes,
     }
 }
 
@@ -279,6 +283,7 @@ pub fn parse_filter(
     user_id: String,
     match_empty_server_id: bool,
     match_empty_user_id: bool,
+    attributes: Attributes,
 ) -> Result<ListFilter, ServiceError> {
     let field =
         |value: String, match_empty: bool| (!value.is_empty() || match_empty).then_some(value);
@@ -292,13 +297,20 @@ pub fn parse_filter(
         user_id.as_deref().unwrap_or(""),
         "",
     )?;
+    check_attributes(&attributes)?;
     Ok(ListFilter {
         provider,
         server_id,
         user_id,
+        attributes,
         after: None,
         limit: 0,
     })
+}
+
+/// Checks attributes given in a request.
+fn check_attributes(attributes: &Attributes) -> Result<(), ServiceError> {
+    keyhaven_proto::attributes::check(attributes).map_err(|e| ServiceError::Invalid(e.to_string()))
 }
 
 fn page_size(requested: u32) -> Result<u32, ServiceError> {
@@ -401,6 +413,18 @@ impl CredentialsService {
         if let Some(label) = &req.label {
             check_label(label)?;
         }
+        check_attributes(&req.attributes)?;
+        let attributes = match (req.clear_attributes, req.attributes.is_empty()) {
+            (false, true) => AttributeChange::Keep,
+            (false, false) => AttributeChange::Replace(req.attributes),
+            (true, true) => AttributeChange::Replace(Attributes::new()),
+            (true, false) => {
+                return Err(ServiceError::Invalid(
+                    "clear_attributes is set but attributes are given: send one or the other"
+                        .into(),
+                ));
+            }
+        };
         let expires_at = match &req.expires_at {
             None => None,
             Some(ts) => Some(to_unix_ms(ts).ok_or_else(|| {
@@ -413,6 +437,7 @@ impl CredentialsService {
             label: req.label,
             expires_at,
             expected_revision: req.expected_revision,
+            attributes,
         })
     }
 
@@ -529,6 +554,7 @@ impl CredentialsService {
             req.user_id,
             req.match_empty_server_id,
             req.match_empty_user_id,
+            req.attributes,
         )?;
         if !req.page_token.is_empty() {
             let after = self.shared.pages.check("list", &req.page_token)?;
@@ -537,17 +563,30 @@ impl CredentialsService {
             })?);
         }
         filter.limit = page_size + 1;
-        let mut rows = self.shared.vault.store()?.list(&filter).await?;
-        let next_page_token = if rows.len() > page_size as usize {
-            rows.truncate(page_size as usize);
-            rows.last()
-                .map(|m| self.shared.pages.issue("list", &m.key.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
+        let rows = self.shared.vault.store()?.list(&filter).await?;
+        // A page ends after page_size credentials or before MAX_PAGE_BYTES,
+        // whichever comes first (a credential may carry 32 KiB of
+        // attributes); the token resumes after its last credential.
+        let mut credentials = Vec::with_capacity(rows.len().min(page_size as usize));
+        let mut bytes = 0;
+        let mut resume_after = None;
+        for (i, meta) in rows.into_iter().enumerate() {
+            let pb = to_pb(meta);
+            bytes += prost::Message::encoded_len(&pb);
+            if i == page_size as usize || (bytes > MAX_PAGE_BYTES && i > 0) {
+                resume_after = credentials.last().map(|m: &pb::CredentialMetadata| {
+                    CanonicalKey::from_pb_stored(m.key.as_ref()).map(|k| k.to_string())
+                });
+                break;
+            }
+            credentials.push(pb);
+        }
+        let next_page_token = match resume_after {
+            Some(key) => self.shared.pages.issue("list", &key?),
+            None => String::new(),
         };
         Ok(pb::ListResponse {
-            credentials: rows.into_iter().map(to_pb).collect(),
+            credentials,
             next_page_token,
         })
     }

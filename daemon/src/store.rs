@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyhaven_proto::{CanonicalKey, Secret, time::now_unix_ms};
+use keyhaven_proto::{Attributes, CanonicalKey, Secret, time::now_unix_ms};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -128,6 +128,17 @@ pub struct Metadata {
     pub expires_at: Option<i64>,
     /// A label for people.
     pub label: Option<String>,
+    /// Non-secret attributes (server, user name, device id...).
+    pub attributes: Attributes,
+}
+
+/// What a write does to the stored attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeChange {
+    /// Keep them (a new credential has none).
+    Keep,
+    /// Replace them with these (empty: remove them all).
+    Replace(Attributes),
 }
 
 /// A write.
@@ -143,6 +154,8 @@ pub struct Put {
     pub expires_at: Option<i64>,
     /// Compare-and-swap: `Some(0)` must not exist, `Some(n)` must be at `n`.
     pub expected_revision: Option<u64>,
+    /// Keeps or replaces the attributes.
+    pub attributes: AttributeChange,
 }
 
 /// What [`Store::list`] selects.
@@ -154,10 +167,30 @@ pub struct ListFilter {
     pub server_id: Option<String>,
     /// Exact user id (may be empty).
     pub user_id: Option<String>,
+    /// Only credentials carrying all of these attributes, exactly.
+    pub attributes: Attributes,
     /// Only keys strictly after this one (pagination).
     pub after: Option<CanonicalKey>,
     /// At most this many.
     pub limit: u32,
+}
+
+impl ListFilter {
+    /// Whether `meta` is selected (the pagination bound aside).
+    pub fn matches(&self, meta: &Metadata) -> bool {
+        let field = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        field(&self.provider, meta.key.provider())
+            && field(&self.server_id, meta.key.server_id())
+            && field(&self.user_id, meta.key.user_id())
+            && self.matches_attributes(meta)
+    }
+
+    /// Whether `meta` carries every attribute of the filter.
+    fn matches_attributes(&self, meta: &Metadata) -> bool {
+        self.attributes
+            .iter()
+            .all(|(name, value)| meta.attributes.get(name) == Some(value))
+    }
 }
 
 #[derive(FromRow)]
@@ -172,6 +205,7 @@ struct Row {
     created_at: i64,
     updated_at: i64,
     expires_at: Option<i64>,
+    attributes: Option<Vec<u8>>,
 }
 
 #[derive(FromRow)]
@@ -186,7 +220,7 @@ struct SealedRow {
 /// The metadata columns, as a literal so queries stay `&'static str`.
 macro_rules! meta_columns {
     () => {
-        "id, provider, server_id, user_id, token_type, label, revision, created_at, updated_at, expires_at"
+        "id, provider, server_id, user_id, token_type, label, revision, created_at, updated_at, expires_at, attributes"
     };
 }
 
@@ -202,9 +236,9 @@ impl SealedRow {
     fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             row: Row::from_sqlite(r)?,
-            ciphertext: r.get(10)?,
-            nonce: r.get(11)?,
-            key_id: r.get(12)?,
+            ciphertext: r.get(11)?,
+            nonce: r.get(12)?,
+            key_id: r.get(13)?,
         })
     }
 }
@@ -223,6 +257,7 @@ impl Row {
             created_at: r.get(7)?,
             updated_at: r.get(8)?,
             expires_at: r.get(9)?,
+            attributes: r.get(10)?,
         })
     }
 
@@ -243,6 +278,7 @@ impl Row {
             .ok()
             .filter(|r| *r > 0)
             .ok_or_else(|| corrupt(format!("revision {} is not positive", self.revision)))?;
+        let attributes = crate::attributes::decode(self.attributes.as_deref()).map_err(corrupt)?;
         Ok(Metadata {
             key,
             revision,
@@ -250,6 +286,7 @@ impl Row {
             updated_at: self.updated_at,
             expires_at: self.expires_at,
             label: self.label,
+            attributes,
         })
     }
 }
@@ -684,14 +721,22 @@ fn write_group(
         let sealed = key.seal(k, put.secret.expose())?;
         revision += 1;
         let created_at = existing.as_ref().map_or(now, |m| m.created_at);
+        let attributes = match put.attributes {
+            AttributeChange::Replace(attributes) => attributes,
+            AttributeChange::Keep => existing
+                .as_ref()
+                .map(|m| m.attributes.clone())
+                .unwrap_or_default(),
+        };
         tx.prepare_cached(
             "INSERT INTO auth_tokens (provider, server_id, user_id, token_type, ciphertext, nonce, \
-             key_id, label, revision, created_at, updated_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             key_id, label, revision, created_at, updated_at, expires_at, attributes) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (provider, server_id, user_id, token_type) DO UPDATE SET \
              ciphertext = excluded.ciphertext, nonce = excluded.nonce, key_id = excluded.key_id, \
              label = excluded.label, revision = excluded.revision, \
-             updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+             updated_at = excluded.updated_at, expires_at = excluded.expires_at, \
+             attributes = excluded.attributes",
         )?
         .execute(rusqlite::params![
             k.provider(),
@@ -706,6 +751,7 @@ fn write_group(
             created_at,
             now,
             put.expires_at,
+            crate::attributes::encode(&attributes),
         ])?;
         let meta = Metadata {
             key: put.key,
@@ -714,6 +760,7 @@ fn write_group(
             updated_at: now,
             expires_at: put.expires_at,
             label: put.label,
+            attributes,
         };
         outcomes.push(Ok((meta, existing.is_none(), actor)));
     }
@@ -1030,11 +1077,14 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        let rows = rows
-            .into_iter()
-            .map(Row::metadata)
-            .collect::<Result<_, _>>()?;
-        Ok((u64::try_from(last).unwrap_or(0), rows))
+        let mut metas = Vec::with_capacity(rows.len());
+        for row in rows {
+            let meta = row.metadata()?;
+            if filter.matches_attributes(&meta) {
+                metas.push(meta);
+            }
+        }
+        Ok((u64::try_from(last).unwrap_or(0), metas))
     }
 
     /// Metadata in key order, filtered and paginated. Never secrets.
@@ -1062,6 +1112,11 @@ impl Store {
                 sql.push_str(" = ?");
                 args.push(Value::Text(value.clone()));
             }
+        }
+        for (name, value) in &filter.attributes {
+            sql.push_str(" AND keyhaven_attribute(attributes, ?) = ?");
+            args.push(Value::Text(name.clone()));
+            args.push(Value::Text(value.clone()));
         }
         if let Some(after) = &filter.after {
             sql.push_str(" AND (provider, server_id, user_id, token_type) > (?, ?, ?, ?)");

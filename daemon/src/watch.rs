@@ -23,7 +23,7 @@ use tonic::Status;
 use crate::error::ServiceError;
 use crate::events::{Event, EventKind};
 use crate::service::{Shared, identity_to_pb, parse_filter, to_pb};
-use crate::store::{ListFilter, Metadata};
+use crate::store::Metadata;
 
 /// Events queued per watcher between the bus and its HTTP/2 stream.
 const QUEUE: usize = 16;
@@ -43,6 +43,7 @@ pub async fn start(
         req.user_id,
         req.match_empty_server_id,
         req.match_empty_user_id,
+        req.attributes,
     )?;
     let store = shared.vault.store()?;
     let mut events = shared.vault.events().subscribe();
@@ -87,7 +88,7 @@ pub async fn start(
             let item = match event {
                 Ok(event) => {
                     if event.metadata.revision <= snapshot_revision
-                        || !matches(&filter, &event.metadata)
+                        || !filter.matches(&event.metadata)
                     {
                         continue;
                     }
@@ -105,21 +106,6 @@ pub async fn start(
         }
     });
     Ok(ReceiverStream::new(rx))
-}
-
-fn matches(filter: &ListFilter, meta: &Metadata) -> bool {
-    filter
-        .provider
-        .as_deref()
-        .is_none_or(|p| p == meta.key.provider())
-        && filter
-            .server_id
-            .as_deref()
-            .is_none_or(|s| s == meta.key.server_id())
-        && filter
-            .user_id
-            .as_deref()
-            .is_none_or(|u| u == meta.key.user_id())
 }
 
 fn snapshot_event(meta: Metadata, now: i64) -> pb::WatchEvent {

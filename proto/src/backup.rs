@@ -357,6 +357,10 @@ pub struct ExportEntry {
     /// The label, if any.
     #[serde(default)]
     pub label: Option<String>,
+    /// The non-secret attributes (absent from files written before they
+    /// existed, and when there are none).
+    #[serde(default, skip_serializing_if = "crate::Attributes::is_empty")]
+    pub attributes: crate::Attributes,
     /// Expiry, Unix milliseconds (authoritative), if any.
     #[serde(default)]
     pub expires_at_unix_ms: Option<i64>,
@@ -381,6 +385,7 @@ impl fmt::Debug for ExportEntry {
             .field("user_id", &self.user_id)
             .field("token_type", &self.token_type)
             .field("secret", &crate::secret::REDACTED)
+            .field("attributes", &self.attributes)
             .field("revision", &self.revision)
             .finish()
     }
@@ -425,6 +430,7 @@ impl ExportEntry {
             secret: text,
             secret_base64: b64,
             label,
+            attributes: crate::Attributes::new(),
             expires_at_unix_ms: expires_at_ms,
             expires_at: expires_at_ms.map(rfc3339),
             revision,

@@ -126,8 +126,8 @@ impl CanonicalKey {
             token_type
         };
         check_name("key.provider", provider)?;
-        check_text("key.server_id", server_id, Limits::ID_BYTES, bidi)?;
-        check_text("key.user_id", user_id, Limits::ID_BYTES, bidi)?;
+        check_text_with("key.server_id", server_id, Limits::ID_BYTES, bidi)?;
+        check_text_with("key.user_id", user_id, Limits::ID_BYTES, bidi)?;
         check_name("key.token_type", token_type)?;
         Ok(Self {
             provider: provider.to_owned(),
@@ -237,7 +237,7 @@ impl fmt::Display for CanonicalKey {
 /// Checks a credential label: at most [`Limits::LABEL_BYTES`], no control
 /// characters.
 pub fn check_label(label: &str) -> Result<(), KeyError> {
-    check_text("label", label, Limits::LABEL_BYTES, Bidi::Refuse)
+    check_text("label", label, Limits::LABEL_BYTES)
 }
 
 /// Whether a check lets bidirectional controls through (only for what was
@@ -248,7 +248,7 @@ enum Bidi {
     Allow,
 }
 
-fn check_name(field: &'static str, value: &str) -> Result<(), KeyError> {
+pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), KeyError> {
     if value.is_empty() {
         return Err(KeyError::Empty { field });
     }
@@ -263,9 +263,19 @@ fn check_name(field: &'static str, value: &str) -> Result<(), KeyError> {
     }
 }
 
-fn check_text(field: &'static str, value: &str, max: usize, bidi: Bidi) -> Result<(), KeyError> {
+fn check_text_with(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    bidi: Bidi,
+) -> Result<(), KeyError> {
     check_len(field, value, max)?;
     check_controls(field, value, bidi)
+}
+
+/// Checks free text: at most `max` bytes, no control or bidi characters.
+pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), KeyError> {
+    check_text_with(field, value, max, Bidi::Refuse)
 }
 
 fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), KeyError> {

@@ -5,6 +5,7 @@
 //! - [`pb`]: code generated from `keyhaven/v1/keyhaven.proto` (messages, the
 //!   `Credentials` and `Daemon` clients and servers).
 //! - [`key`]: the four-field credential key, its limits and its text form.
+//! - [`attributes`]: a credential's non-secret attributes and their rules.
 //! - [`legacy`]: the legacy apps' keyring and database names, both ways.
 //! - [`secret`]: [`Secret`], bytes that zeroize on drop and print redacted.
 //! - [`paths`]: where the socket, database, config and key file live, with one
@@ -17,6 +18,7 @@
 //! - [`PROTOCOL`]: the wire protocol number exchanged by `Status`.
 #![warn(missing_docs)]
 
+pub mod attributes;
 #[cfg(feature = "backup-files")]
 pub mod backup;
 pub mod exit;
@@ -28,6 +30,7 @@ pub mod pipe;
 pub mod secret;
 pub mod time;
 
+pub use attributes::{AttributeError, Attributes};
 pub use key::{CanonicalKey, KeyError, Limits};
 pub use secret::Secret;
 
@@ -58,6 +61,8 @@ pub mod pb {
                 .field("label", &self.label)
                 .field("expires_at", &self.expires_at)
                 .field("expected_revision", &self.expected_revision)
+                .field("attributes", &self.attributes)
+                .field("clear_attributes", &self.clear_attributes)
                 .finish()
         }
     }

@@ -310,7 +310,7 @@ async fn logout_removes_a_servers_credentials_atomically_with_one_event_each() {
         let filter = ListFilter {
             provider: Some("jellyfin".into()),
             server_id: Some("srv-1".into()),
-            user_id: None,
+            ..ListFilter::default()
         };
         let mut seen = Vec::new();
         loop {

@@ -208,8 +208,7 @@ async fn bidi_controls_in_keys_and_labels_are_refused_by_the_daemon() {
                 key: Some(key),
                 secret: b"tok".to_vec(),
                 label,
-                expires_at: None,
-                expected_revision: None,
+                ..Default::default()
             })
             .await
             .unwrap_err();
