@@ -13,7 +13,7 @@
 //! Each writable tier has two slots: *current* and *pending*. Rotation
 //! writes the new key to the pending slot before re-sealing, so whatever
 //! point a crash interrupts it at, one of the slots holds the key the rows
-//! are sealed with (see `lib.rs`, `rotate`).
+//! are sealed with (see `vault.rs`, `Vault::rotate`).
 //!
 //! A missing key is never replaced by a new one while the store holds data
 //! sealed with the old one: that would orphan every credential.

@@ -11,6 +11,8 @@
 //!   rotates and moves it; [`fault`] injects crashes for tests.
 //! - [`crypto`]: AES-256-GCM sealing bound to the credential key.
 //! - [`store`]: SQLite through sqlx; only ciphertext is stored.
+//! - [`readers`]: point reads (Retrieve, List) on the request's own
+//!   thread, through read-only SQLite connections.
 //! - [`identity`]: who is calling (uid, pid, executable, sandbox app id).
 //! - [`listener`]: the accept loop that checks every connection's peer
 //!   before reading from it.
