@@ -76,8 +76,8 @@ enum Command {
         /// A non-secret attribute, e.g. server_url=https://jf.example.org
         /// (repeat for more). Given attributes replace the stored ones;
         /// without --attr they are kept.
-        #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
-        attrs: Vec<(String, String)>,
+        #[arg(long = "attr", value_name = "NAME=VALUE")]
+        attrs: Vec<String>,
         /// Remove every stored attribute.
         #[arg(long, conflicts_with = "attrs")]
         clear_attrs: bool,
@@ -308,8 +308,8 @@ struct FilterArgs {
     #[arg(long = "user", value_name = "USER_ID")]
     user_id: Option<String>,
     /// Only credentials with this attribute value (repeat: all must match).
-    #[arg(long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
-    attrs: Vec<(String, String)>,
+    #[arg(long = "attr", value_name = "NAME=VALUE")]
+    attrs: Vec<String>,
 }
 
 impl FilterArgs {
@@ -323,15 +323,14 @@ impl FilterArgs {
     }
 }
 
-/// `--attr NAME=VALUE`, checked by the attribute rules.
-fn parse_attr(text: &str) -> Result<(String, String), String> {
-    keyhaven::attributes::parse_pair(text).map_err(|e| e.to_string())
-}
-
-/// The `--attr` pairs as a map; a name given twice is an error.
-fn attribute_map(pairs: Vec<(String, String)>) -> Result<Attributes, Failure> {
+/// The `--attr NAME=VALUE` arguments as a map, checked by the attribute
+/// rules. The error names the argument by position, not by its text: a
+/// value may hold what a terminal would act on.
+fn attribute_map(args: Vec<String>) -> Result<Attributes, Failure> {
     let mut map = Attributes::new();
-    for (name, value) in pairs {
+    for (i, text) in args.iter().enumerate() {
+        let (name, value) = keyhaven::attributes::parse_pair(text)
+            .map_err(|e| Failure::Input(format!("--attr #{}: {e}", i + 1)))?;
         if map.insert(name.clone(), value).is_some() {
             return Err(Failure::Input(format!("--attr {name} is given twice")));
         }
@@ -957,7 +956,7 @@ fn print_doctor(out: &mut Out, s: &DaemonStatus) -> std::io::Result<()> {
                 )?;
                 outln!(
                     out,
-                    "or, for a service, provide the key as a systemd credential (see README)."
+                    "or, for a service, provide the key as a systemd credential (see \"The data key\" in docs/operations.md)."
                 )?;
             }
         }
@@ -968,7 +967,7 @@ fn print_doctor(out: &mut Out, s: &DaemonStatus) -> std::io::Result<()> {
             )?;
             outln!(
                 out,
-                "credential (systemd-creds encrypt, LoadCredentialEncrypted=; see README)."
+                "credential (systemd-creds encrypt, LoadCredentialEncrypted=; see \"The data key\" in docs/operations.md)."
             )?;
         }
         _ => {}

@@ -118,7 +118,7 @@ impl Client {
     pub async fn backup(&self) -> Result<SnapshotStream> {
         let mut inner = self
             .admin_client()
-            .backup(pb::BackupRequest {})
+            .backup(self.admin_request(pb::BackupRequest {}))
             .await?
             .into_inner();
         let manifest = match inner.message().await? {
@@ -146,7 +146,11 @@ impl Client {
             match_empty_user_id: filter.user_id.is_some(),
             attributes: filter.attributes.clone(),
         };
-        let mut stream = self.admin_client().export(request).await?.into_inner();
+        let mut stream = self
+            .admin_client()
+            .export(self.admin_request(request))
+            .await?
+            .into_inner();
         let mut out = Vec::new();
         while let Some(mut item) = stream.message().await? {
             let secret = Secret::new(std::mem::take(&mut item.secret));
@@ -185,7 +189,7 @@ impl Client {
         }));
         let mut stream = self
             .admin_client()
-            .restore(tokio_stream::iter(messages))
+            .restore(self.admin_request(tokio_stream::iter(messages)))
             .await?
             .into_inner();
         let mut out = Vec::new();

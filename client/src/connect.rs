@@ -38,8 +38,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the daemon may take to answer the first `Status` call.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long any later call may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long any later call may take to answer (for a Watch with a
+/// snapshot: to send its first event), unless
+/// [`ConnectOptions::request_timeout`] or [`Client::with_timeout`] says
+/// otherwise.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to connect: the socket, start-on-demand, whom to trust, deadlines.
 ///
@@ -60,6 +63,7 @@ pub struct ConnectOptions {
     allow_daemon_uid: Option<u32>,
     connect_timeout: Duration,
     handshake_timeout: Duration,
+    request_timeout: Duration,
 }
 
 impl ConnectOptions {
@@ -76,6 +80,7 @@ impl ConnectOptions {
             allow_daemon_uid: None,
             connect_timeout: CONNECT_TIMEOUT,
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 
@@ -105,6 +110,13 @@ impl ConnectOptions {
     /// deliberately serves another user; never needed for one's own.
     pub fn allow_daemon_uid(mut self, uid: Option<u32>) -> Self {
         self.allow_daemon_uid = uid;
+        self
+    }
+
+    /// How long each call may take to answer (default [`REQUEST_TIMEOUT`]);
+    /// [`Client::with_timeout`] changes it for some calls.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 
@@ -276,7 +288,6 @@ async fn connect_once(options: &ConnectOptions) -> Result<Client> {
     let connect_timeout = options.connect_timeout;
     let channel = Endpoint::from_static("http://keyhaven.invalid")
         .connect_timeout(connect_timeout)
-        .timeout(REQUEST_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let target = target.clone();
             let seen = seen_in.clone();
@@ -376,6 +387,7 @@ async fn connect_once(options: &ConnectOptions) -> Result<Client> {
         channel,
         socket,
         daemon: crate::status_from_pb(status),
+        timeout: options.request_timeout,
     })
 }
 

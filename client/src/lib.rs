@@ -50,7 +50,9 @@ mod sharing;
 mod transport;
 
 pub use autostart::Autostart;
-pub use connect::{CONNECT_TIMEOUT, ConnectOptions, ENV_ALLOW_DAEMON_UID, HANDSHAKE_TIMEOUT};
+pub use connect::{
+    CONNECT_TIMEOUT, ConnectOptions, ENV_ALLOW_DAEMON_UID, HANDSHAKE_TIMEOUT, REQUEST_TIMEOUT,
+};
 pub use keyhaven_proto::PROTOCOL;
 pub use keyhaven_proto::attributes;
 pub use keyhaven_proto::key::{DEFAULT_TOKEN_TYPE, KeyError, Limits};
@@ -175,10 +177,22 @@ impl From<tonic::Status> for Error {
             Code::Unimplemented => ErrorKind::ProtocolMismatch,
             _ => ErrorKind::Other,
         };
-        let message = status.message().to_owned();
+        // tonic's words for a call that passed its deadline here.
+        let message = if status.code() == Code::Cancelled && status.message() == "Timeout expired" {
+            "keyhavend did not answer within this call's deadline (ConnectOptions::request_timeout, \
+             Client::with_timeout)"
+                .to_owned()
+        } else {
+            status.message().to_owned()
+        };
         Self::with_source(kind, message, status)
     }
 }
+
+/// The deadline of calls whose work grows with the store: rotating the
+/// key, moving it, and the answer to a backup, export or restore (their
+/// data then streams without a deadline).
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Credentials asked for per `List` page.
 const LIST_PAGE_SIZE: u32 = 500;
@@ -335,6 +349,8 @@ pub struct Client {
     channel: Channel,
     socket: PathBuf,
     daemon: DaemonStatus,
+    /// Each call's deadline (sent to the daemon as `grpc-timeout` too).
+    timeout: Duration,
 }
 
 impl Client {
@@ -377,6 +393,37 @@ impl Client {
         &self.daemon
     }
 
+    /// This client with another deadline for each call, e.g. a short one
+    /// for a read on a UI thread: `client.with_timeout(d).retrieve(&key)`.
+    /// Shares the connection.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The deadline of each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `message` as a request for work that grows with the store (key
+    /// rotation, backups, restores): bounded by [`ADMIN_TIMEOUT`], or this
+    /// client's deadline when that is longer.
+    pub(crate) fn admin_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout.max(ADMIN_TIMEOUT));
+        request
+    }
+
+    /// `message` as a request bounded by this client's deadline.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
     fn credentials(&self) -> CredentialsClient<Channel> {
         CredentialsClient::new(self.channel.clone())
             .max_decoding_message_size(2 * 1024 * 1024)
@@ -407,7 +454,11 @@ impl Client {
             attributes: options.attributes.unwrap_or_default(),
             clear_attributes,
         };
-        let response = self.credentials().store(request).await?.into_inner();
+        let response = self
+            .credentials()
+            .store(self.request(request))
+            .await?
+            .into_inner();
         Ok(Stored {
             metadata: metadata_from_pb(response.metadata)?,
             created: response.created,
@@ -419,7 +470,11 @@ impl Client {
         let request = pb::RetrieveRequest {
             key: Some(key.to_pb()),
         };
-        let mut response = self.credentials().retrieve(request).await?.into_inner();
+        let mut response = self
+            .credentials()
+            .retrieve(self.request(request))
+            .await?
+            .into_inner();
         let secret = Secret::new(std::mem::take(&mut response.secret));
         Ok(Credential {
             metadata: metadata_from_pb(response.metadata.take())?,
@@ -438,7 +493,11 @@ impl Client {
             key: Some(key.to_pb()),
             expected_revision,
         };
-        let response = self.credentials().delete(request).await?.into_inner();
+        let response = self
+            .credentials()
+            .delete(self.request(request))
+            .await?
+            .into_inner();
         metadata_from_pb(response.metadata)
     }
 
@@ -460,7 +519,11 @@ impl Client {
                 page_token,
                 attributes: filter.attributes.clone(),
             };
-            let page = self.credentials().list(request).await?.into_inner();
+            let page = self
+                .credentials()
+                .list(self.request(request))
+                .await?
+                .into_inner();
             for m in page.credentials {
                 out.push(metadata_from_pb(Some(m))?);
             }
@@ -474,7 +537,7 @@ impl Client {
     /// Re-seals every credential under a new data key (crash-safe).
     pub async fn rotate_key(&self) -> Result<KeyRotation> {
         let r = DaemonClient::new(self.channel.clone())
-            .rotate_key(pb::RotateKeyRequest {})
+            .rotate_key(self.admin_request(pb::RotateKeyRequest {}))
             .await?
             .into_inner();
         Ok(KeyRotation {
@@ -489,7 +552,7 @@ impl Client {
     /// came from.
     pub async fn move_key(&self, to: &str) -> Result<String> {
         let r = DaemonClient::new(self.channel.clone())
-            .move_key(pb::MoveKeyRequest { to: to.to_owned() })
+            .move_key(self.admin_request(pb::MoveKeyRequest { to: to.to_owned() }))
             .await?
             .into_inner();
         Ok(r.from)
@@ -498,7 +561,7 @@ impl Client {
     /// Asks the daemon for its current status.
     pub async fn status(&self) -> Result<DaemonStatus> {
         let status = DaemonClient::new(self.channel.clone())
-            .status(pb::StatusRequest {})
+            .status(self.request(pb::StatusRequest {}))
             .await?
             .into_inner();
         Ok(status_from_pb(status))

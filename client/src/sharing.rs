@@ -83,12 +83,18 @@ pub struct WatchEvent {
 #[derive(Debug)]
 pub struct Watch {
     inner: tonic::Streaming<pb::WatchEvent>,
+    /// The first message, read early to bound it with a deadline.
+    first: Option<Result<Option<pb::WatchEvent>, tonic::Status>>,
 }
 
 impl Watch {
     /// The next event; `None` when the daemon ended the stream.
     pub async fn next(&mut self) -> Option<Result<WatchEvent>> {
-        match self.inner.message().await {
+        let message = match self.first.take() {
+            Some(first) => first,
+            None => self.inner.message().await,
+        };
+        match message {
             Ok(Some(event)) => Some(event_from_pb(event)),
             Ok(None) => None,
             Err(status) => Some(Err(Error::from(status))),
@@ -103,6 +109,13 @@ impl tokio_stream::Stream for Watch {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(
+                first
+                    .transpose()
+                    .map(|r| r.map_err(Error::from).and_then(event_from_pb)),
+            );
+        }
         std::pin::Pin::new(&mut self.inner)
             .poll_next(cx)
             .map(|item| item.map(|r| r.map_err(Error::from).and_then(event_from_pb)))
@@ -158,8 +171,31 @@ impl Client {
             snapshot,
             attributes: filter.attributes.clone(),
         };
-        let inner = self.credentials().watch(request).await?.into_inner();
-        Ok(Watch { inner })
+        let mut inner = self
+            .credentials()
+            .watch(self.request(request))
+            .await?
+            .into_inner();
+        // A snapshot's first event is due at once: a daemon that accepted
+        // the call and sends nothing is as hung as one that does not answer.
+        // Without a snapshot, the first event waits for the first change.
+        let first = if snapshot {
+            match tokio::time::timeout(self.timeout(), inner.message()).await {
+                Ok(first) => Some(first),
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "keyhavend accepted the watch but sent no snapshot within {}s",
+                            self.timeout().as_secs_f32()
+                        ),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Watch { inner, first })
     }
 
     /// Logs out of a server: deletes every credential of `provider` and
@@ -176,7 +212,11 @@ impl Client {
             server_id: server_id.to_owned(),
             user_id: user_id.map(str::to_owned),
         };
-        let response = self.credentials().logout(request).await?.into_inner();
+        let response = self
+            .credentials()
+            .logout(self.request(request))
+            .await?
+            .into_inner();
         response
             .deleted
             .into_iter()
@@ -200,7 +240,7 @@ impl Client {
                 page_size: want,
                 page_token,
             };
-            let page = client.query(request).await?.into_inner();
+            let page = client.query(self.request(request)).await?.into_inner();
             for e in page.entries {
                 out.push(entry_from_pb(e)?);
             }

@@ -86,8 +86,10 @@ use crate::service::{AuditService, CredentialsService, DaemonService, Shared};
 use crate::store::Database;
 use crate::vault::Vault;
 
-/// Room for the key, label and framing on top of the largest secret.
-const MESSAGE_OVERHEAD: usize = 16 * 1024;
+/// Room for the key (640 bytes), label (256), attributes (32 names of 64
+/// bytes and values of 1 KiB: 34 KiB) and framing on top of the largest
+/// secret.
+const MESSAGE_OVERHEAD: usize = 48 * 1024;
 
 /// A daemon that has taken its lock, opened its store and bound its socket,
 /// and is ready to [`serve`](Prepared::serve).

@@ -87,7 +87,7 @@ where
             .unwrap_or_default();
         let limit = if service == CREDENTIALS {
             format!(
-                "the limit is max_secret_bytes plus 16 KiB for the key and label, {} bytes",
+                "the limit is max_secret_bytes plus 48 KiB for the key, label and attributes, {} bytes",
                 self.credentials_limit
             )
         } else {

@@ -357,7 +357,7 @@ impl Vault {
         if target == KeyTier::SystemdCredential {
             return Err(VaultError::Refused(
                 "keyhaven cannot write systemd credentials; create one with `systemd-creds \
-                 encrypt` from the key (see the README) and restart the service"
+                 encrypt` from the key (see \"The data key\" in docs/operations.md) and restart the service"
                     .into(),
             ));
         }

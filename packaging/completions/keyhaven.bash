@@ -336,7 +336,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__export)
-            opts="-h --to --provider --server --user --passphrase-stdin --socket --autostart --allow-daemon-uid --help"
+            opts="-h --to --provider --server --user --attr --passphrase-stdin --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -355,6 +355,10 @@ _keyhaven() {
                     return 0
                     ;;
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attr)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1000,7 +1004,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__list)
-            opts="-h --provider --server --user --json --socket --autostart --allow-daemon-uid --help"
+            opts="-h --provider --server --user --attr --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1015,6 +1019,10 @@ _keyhaven() {
                     return 0
                     ;;
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attr)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1100,7 +1108,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__store)
-            opts="-h --secret-file --label --expires-in --if-revision --if-absent --socket --autostart --allow-daemon-uid --help"
+            opts="-h --secret-file --label --attr --clear-attrs --expires-in --if-revision --if-absent --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1111,6 +1119,10 @@ _keyhaven() {
                     return 0
                     ;;
                 --label)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attr)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1138,7 +1150,7 @@ _keyhaven() {
             return 0
             ;;
         keyhaven__subcmd__watch)
-            opts="-h --provider --server --user --snapshot --count --json --socket --autostart --allow-daemon-uid --help"
+            opts="-h --provider --server --user --attr --snapshot --count --json --socket --autostart --allow-daemon-uid --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1153,6 +1165,10 @@ _keyhaven() {
                     return 0
                     ;;
                 --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attr)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -47,10 +47,12 @@ complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "completions" -d '
 complete -c keyhaven -n "__fish_keyhaven_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l secret-file -d 'Read the secret from this file instead of stdin' -r -F
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l label -d 'A label for people, e.g. "Living-room Jellyfin"' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l attr -d 'A non-secret attribute, e.g. server_url=https://jf.example.org (repeat for more). Given attributes replace the stored ones; without --attr they are kept' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l expires-in -d 'Expire after this many seconds' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l if-revision -d 'Only if it is still at this revision (compare-and-swap)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l clear-attrs -d 'Remove every stored attribute'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l if-absent -d 'Only if it does not exist yet'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -l autostart -d 'Start keyhavend if it is not running (unless a systemd socket unit is enabled) [env: KEYHAVEN_AUTOSTART=1]'
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand store" -s h -l help -d 'Print help'
@@ -67,6 +69,7 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand delete" -s h -l help -
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l provider -d 'Only this provider' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l server -d 'Only this server id (\'\' for empty)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l user -d 'Only this user id (\'\' for empty)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l attr -d 'Only credentials with this attribute value (repeat: all must match)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -l json -d 'JSON output (an array of objects)'
@@ -75,6 +78,7 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand list" -s h -l help -d 
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l provider -d 'Only this provider' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l server -d 'Only this server id (\'\' for empty)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l user -d 'Only this user id (\'\' for empty)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l attr -d 'Only credentials with this attribute value (repeat: all must match)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l count -d 'Exit after this many events' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand watch" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
@@ -168,6 +172,7 @@ complete -c keyhaven -n "__fish_keyhaven_using_subcommand export" -l to -d 'The 
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand export" -l provider -d 'Only this provider' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand export" -l server -d 'Only this server id (\'\' for empty)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand export" -l user -d 'Only this user id (\'\' for empty)' -r
+complete -c keyhaven -n "__fish_keyhaven_using_subcommand export" -l attr -d 'Only credentials with this attribute value (repeat: all must match)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand export" -l socket -d 'Socket of the daemon [env: KEYHAVEN_SOCKET; default: $XDG_RUNTIME_DIR/keyhaven/keyhaven.sock]' -r -F
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand export" -l allow-daemon-uid -d 'Also trust a daemon running as this uid. Only for a daemon that is meant to serve you from another account; without it, a socket served by another user is refused before anything is sent (exit 9)' -r
 complete -c keyhaven -n "__fish_keyhaven_using_subcommand export" -l passphrase-stdin -d 'Read the passphrase from the first line of stdin instead of asking on the terminal'

@@ -467,6 +467,21 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// A finished process's stdout, as text (lossy).
+pub fn stdout_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A finished process's stderr, as text (lossy).
+pub fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A finished process's exit code; panics if a signal ended it.
+pub fn code_of(o: &Output) -> i32 {
+    o.status.code().expect("exited normally, not by a signal")
+}
+
 /// Prints a loud skip notice straight to the process's stderr, past the
 /// test harness's output capture, so it shows in every `cargo test` run.
 pub fn skip(test: &str, why: &str) {

@@ -236,3 +236,30 @@ async fn jellytau_entries_whose_ids_do_not_round_trip_are_never_served() {
     assert!(client.list(&Default::default()).await.unwrap().is_empty());
     assert_eq!(keyring.legacy_entries().len(), 3, "and none was touched");
 }
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_unavailable_and_a_longer_deadline_waits_it_out() {
+    // The read-through of a JellyTau key waits on the hanging keyring for
+    // the daemon's keyring timeout (300 ms here), then answers not found.
+    let keyring = TestKeyring::new();
+    let daemon = daemon(&keyring, LegacyOptions::default()).await;
+    let client = daemon.client().await;
+    assert_eq!(client.timeout(), keyhaven::REQUEST_TIMEOUT);
+    keyring.set_mode(KeyringMode::Hanging);
+    let err = client
+        .with_timeout(Duration::from_millis(50))
+        .retrieve(&jellyfin())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("deadline"), "{err}");
+    // The same call with the default deadline outlasts the keyring's.
+    let err = client.retrieve(&jellyfin()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    keyring.set_mode(KeyringMode::Open);
+    // The connection is still good for the next call.
+    client
+        .store(&jellyfin(), Secret::from("t"), Default::default())
+        .await
+        .unwrap();
+}

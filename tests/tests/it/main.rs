@@ -10,6 +10,7 @@
 
 mod activation;
 mod admin_audit;
+mod attributes;
 mod autostart;
 mod backup;
 mod bounds;
