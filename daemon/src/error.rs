@@ -1,11 +1,8 @@
-//! Error types, and the one place where errors become gRPC statuses.
+//! Why the daemon could not start. The layers below the server report
+//! their own errors; each converts into a [`StartError`] where it is
+//! defined, so this module depends on none of them.
 
 use std::path::PathBuf;
-
-use keyhaven_proto::KeyError;
-use tonic::{Code, Status};
-
-use crate::store::StoreError;
 
 /// Why the daemon could not start. Each variant says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +52,10 @@ pub enum StartError {
     },
     /// The data key could not be loaded or does not fit the store.
     #[error(transparent)]
-    Key(#[from] crate::custody::KeyError),
+    Key(Box<dyn std::error::Error + Send + Sync>),
     /// The store could not be opened.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<dyn std::error::Error + Send + Sync>),
     /// A setting that names a path was given as an empty string.
     #[error(
         "{setting} is empty (set by {origin}); give it a directory, or leave it out to use the default"
@@ -69,68 +66,4 @@ pub enum StartError {
         /// Where it was set: the flag, or the config file.
         origin: String,
     },
-}
-
-/// A request that cannot be served, in domain terms.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    /// A key field or label breaks its rules.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// Some other field is invalid; the message names it.
-    #[error("{0}")]
-    Invalid(String),
-    /// A limit was exceeded; the message names it.
-    #[error("{0}")]
-    Limit(String),
-    /// The per-app policy refused the caller; the message names the rule.
-    #[error("{0}")]
-    Denied(String),
-    /// The store cannot serve now (its key is missing); the message says
-    /// what to do.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The request cannot be done in the current state.
-    #[error("{0}")]
-    Precondition(String),
-    /// A store failure.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<ServiceError> for Status {
-    fn from(err: ServiceError) -> Status {
-        let code = match &err {
-            ServiceError::Key(_) | ServiceError::Invalid(_) => Code::InvalidArgument,
-            ServiceError::Limit(_) => Code::ResourceExhausted,
-            ServiceError::Denied(_) => Code::PermissionDenied,
-            ServiceError::Unavailable(message) => {
-                return Status::unavailable(message.clone());
-            }
-            ServiceError::Precondition(_) => Code::FailedPrecondition,
-            ServiceError::Store(e) => match e {
-                StoreError::NotFound { .. } => Code::NotFound,
-                StoreError::Conflict { .. } => Code::FailedPrecondition,
-                StoreError::Unsealable { .. } => Code::DataLoss,
-                StoreError::Database(_)
-                | StoreError::Read(_)
-                | StoreError::Group(_)
-                | StoreError::Sqlite(_)
-                | StoreError::Migrate(_)
-                | StoreError::WrongKey { .. }
-                | StoreError::MissingKey { .. }
-                | StoreError::Crypto(_) => Code::Unavailable,
-                StoreError::Corrupt { .. } => Code::DataLoss,
-            },
-        };
-        if code == Code::Unavailable {
-            // Details (paths, SQL errors) go to the daemon's log, not to callers.
-            tracing::error!(error = %err, "store failure");
-            return Status::new(
-                code,
-                "the credential store is unavailable; see the keyhavend log",
-            );
-        }
-        Status::new(code, err.to_string())
-    }
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyhaven_daemon::config::{LogFormat, Overrides, Settings};
-use keyhaven_daemon::{InheritedSocket, platform};
+use keyhaven_daemon::InheritedSocket;
+use keyhaven_daemon::net::platform;
+use keyhaven_daemon::server::config::{LogFormat, Overrides, Settings};
 use keyhaven_proto::paths::ProcessEnv;
 use tracing_subscriber::EnvFilter;
 
@@ -116,7 +117,13 @@ async fn run(settings: Settings, inherited: Option<InheritedSocket>) -> anyhow::
         None => keyhaven_daemon::prepare(&settings).await?,
     };
     let shutdown = platform::shutdown_signal()?;
-    platform::reload_policy_on_hangup(prepared.policy())?;
+    let policy = prepared.policy();
+    platform::on_hangup(move || {
+        tracing::info!("received SIGHUP: reloading the policy");
+        if let Err(e) = policy.reload() {
+            tracing::error!(error = %e, "policy not reloaded; the previous policy stays in force");
+        }
+    })?;
     prepared.serve(shutdown).await?;
     Ok(())
 }

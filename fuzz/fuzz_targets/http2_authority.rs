@@ -3,7 +3,7 @@
 //! what went in plus the rewrites.
 #![no_main]
 
-use keyhaven_daemon::authority::AuthorityFixer;
+use keyhaven_daemon::net::authority::AuthorityFixer;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! tampered database): always an error, never a panic, never plaintext.
 #![no_main]
 
-use keyhaven_daemon::crypto::{DataKey, Sealed};
+use keyhaven_daemon::store::crypto::{DataKey, Sealed};
 use keyhaven_proto::CanonicalKey;
 use libfuzzer_sys::fuzz_target;
 

@@ -496,11 +496,11 @@ pub fn skip(test: &str, why: &str) {
 /// switches that make it act locked, absent, or hang, as real keyrings do.
 #[derive(Debug)]
 pub struct TestKeyring {
-    inner: keyhaven_daemon::keyring::CoreKeyring,
+    inner: keyhaven_daemon::keys::keyring::CoreKeyring,
     mode: Mutex<KeyringMode>,
     gate: std::sync::Condvar,
     names: Mutex<Vec<String>>,
-    legacy: Mutex<Vec<keyhaven_daemon::keyring::KeyringName>>,
+    legacy: Mutex<Vec<keyhaven_daemon::keys::keyring::KeyringName>>,
     legacy_reads: std::sync::atomic::AtomicUsize,
 }
 
@@ -523,7 +523,7 @@ impl TestKeyring {
         let store: std::sync::Arc<keyring_core::CredentialStore> =
             keyring_core::mock::Store::new().expect("mock keyring store");
         std::sync::Arc::new(Self {
-            inner: keyhaven_daemon::keyring::CoreKeyring::new(store),
+            inner: keyhaven_daemon::keys::keyring::CoreKeyring::new(store),
             mode: Mutex::new(KeyringMode::Open),
             gate: std::sync::Condvar::new(),
             names: Mutex::new(Vec::new()),
@@ -539,13 +539,13 @@ impl TestKeyring {
     }
 
     /// The keyring as the daemon's settings take it.
-    pub fn choice(self: &std::sync::Arc<Self>) -> keyhaven_daemon::keyring::KeyringChoice {
-        keyhaven_daemon::keyring::KeyringChoice::Custom(self.clone())
+    pub fn choice(self: &std::sync::Arc<Self>) -> keyhaven_daemon::keys::keyring::KeyringChoice {
+        keyhaven_daemon::keys::keyring::KeyringChoice::Custom(self.clone())
     }
 
     /// The entries that hold a secret now, with their secrets.
     pub fn entries(&self) -> Vec<(String, Vec<u8>)> {
-        use keyhaven_daemon::keyring::KeyringBackend;
+        use keyhaven_daemon::keys::keyring::KeyringBackend;
         let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
         names
             .into_iter()
@@ -556,9 +556,9 @@ impl TestKeyring {
     /// Files an entry under another app's service and user, the way that
     /// app's keyring crate would (the mode does not apply).
     pub fn seed(&self, service: &str, user: &str, secret: &[u8]) {
-        use keyhaven_daemon::keyring::KeyringBackend;
+        use keyhaven_daemon::keys::keyring::KeyringBackend;
         let mut legacy = self.legacy.lock().unwrap_or_else(|e| e.into_inner());
-        let name = keyhaven_daemon::keyring::KeyringName {
+        let name = keyhaven_daemon::keys::keyring::KeyringName {
             service: service.into(),
             user: user.into(),
         };
@@ -572,7 +572,7 @@ impl TestKeyring {
 
     /// The other apps' entries that hold a secret now (service, user).
     pub fn legacy_entries(&self) -> Vec<(String, String)> {
-        use keyhaven_daemon::keyring::KeyringBackend;
+        use keyhaven_daemon::keys::keyring::KeyringBackend;
         let legacy = self
             .legacy
             .lock()
@@ -596,8 +596,8 @@ impl TestKeyring {
         self.legacy_reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn gate(&self) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
-        use keyhaven_daemon::keyring::KeyringError;
+    fn gate(&self) -> Result<(), keyhaven_daemon::keys::keyring::KeyringError> {
+        use keyhaven_daemon::keys::keyring::KeyringError;
         let mut mode = self.mode.lock().unwrap_or_else(|e| e.into_inner());
         while *mode == KeyringMode::Hanging {
             mode = self.gate.wait(mode).unwrap_or_else(|e| e.into_inner());
@@ -612,12 +612,19 @@ impl TestKeyring {
     }
 }
 
-impl keyhaven_daemon::keyring::KeyringBackend for TestKeyring {
-    fn get(&self, user: &str) -> Result<Option<Vec<u8>>, keyhaven_daemon::keyring::KeyringError> {
+impl keyhaven_daemon::keys::keyring::KeyringBackend for TestKeyring {
+    fn get(
+        &self,
+        user: &str,
+    ) -> Result<Option<Vec<u8>>, keyhaven_daemon::keys::keyring::KeyringError> {
         self.gate()?;
         self.inner.get(user)
     }
-    fn set(&self, user: &str, secret: &[u8]) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
+    fn set(
+        &self,
+        user: &str,
+        secret: &[u8],
+    ) -> Result<(), keyhaven_daemon::keys::keyring::KeyringError> {
         self.gate()?;
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         if !names.iter().any(|n| n == user) {
@@ -625,7 +632,7 @@ impl keyhaven_daemon::keyring::KeyringBackend for TestKeyring {
         }
         self.inner.set(user, secret)
     }
-    fn delete(&self, user: &str) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
+    fn delete(&self, user: &str) -> Result<(), keyhaven_daemon::keys::keyring::KeyringError> {
         self.gate()?;
         self.inner.delete(user)
     }
@@ -636,7 +643,7 @@ impl keyhaven_daemon::keyring::KeyringBackend for TestKeyring {
         &self,
         service: &str,
         user: &str,
-    ) -> Result<Option<Vec<u8>>, keyhaven_daemon::keyring::KeyringError> {
+    ) -> Result<Option<Vec<u8>>, keyhaven_daemon::keys::keyring::KeyringError> {
         self.gate()?;
         let found = self.inner.get_in(service, user)?;
         if found.is_some() {
@@ -649,15 +656,17 @@ impl keyhaven_daemon::keyring::KeyringBackend for TestKeyring {
         &self,
         service: &str,
         user: &str,
-    ) -> Result<(), keyhaven_daemon::keyring::KeyringError> {
+    ) -> Result<(), keyhaven_daemon::keys::keyring::KeyringError> {
         self.gate()?;
         self.inner.delete_in(service, user)
     }
     fn names(
         &self,
         service: Option<&str>,
-    ) -> Result<Vec<keyhaven_daemon::keyring::KeyringName>, keyhaven_daemon::keyring::KeyringError>
-    {
+    ) -> Result<
+        Vec<keyhaven_daemon::keys::keyring::KeyringName>,
+        keyhaven_daemon::keys::keyring::KeyringError,
+    > {
         self.gate()?;
         self.inner.names(service)
     }

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use keyhaven::{AuditQuery, CredentialKey, ErrorKind, Secret, StoreOptions};
-use keyhaven_daemon::audit::{AuditLog, Operation, Record, Retention};
 use keyhaven_daemon::identity::Identity;
-use keyhaven_daemon::policy::{Policy, PolicyConfig};
+use keyhaven_daemon::rpc::policy::{Policy, PolicyConfig};
 use keyhaven_daemon::store::Database;
+use keyhaven_daemon::store::audit::{AuditLog, Operation, Record, Retention};
 use keyhaven_proto::pb;
 use keyhaven_tests::{TestDaemon, TestEnv};
 
@@ -258,7 +258,7 @@ async fn count_pruning_never_removes_records_younger_than_the_age_retention() {
         .unwrap();
     assert_eq!(pruned, 1, "only the record past the age limit goes");
     let left = audit
-        .query(&keyhaven_daemon::audit::Filter {
+        .query(&keyhaven_daemon::store::audit::Filter {
             limit: 100,
             ..Default::default()
         })

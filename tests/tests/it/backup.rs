@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use keyhaven::backup::format::{ExportDocument, ExportEntry, Manifest};
 use keyhaven::backup::{RestoreKind, RestoreOptions};
 use keyhaven::{CredentialKey, ErrorKind, ListFilter, Secret, StoreOptions};
-use keyhaven_daemon::policy::{Policy, PolicyConfig};
+use keyhaven_daemon::rpc::policy::{Policy, PolicyConfig};
 use keyhaven_proto::exit;
 use keyhaven_tests::{TestDaemon, TestEnv, have, mode_of, skip};
 

@@ -12,8 +12,8 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use keyhaven::{Client, CredentialKey, ErrorKind, ListFilter, Secret, StoreOptions};
-use keyhaven_daemon::config::DEFAULT_MAX_SECRET_BYTES;
-use keyhaven_daemon::limits::SMALL_MESSAGE;
+use keyhaven_daemon::rpc::limits::SMALL_MESSAGE;
+use keyhaven_daemon::server::config::DEFAULT_MAX_SECRET_BYTES;
 use keyhaven_tests::{TestDaemon, TestEnv, is_root, set_mode, skip};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::codegen::{Bytes, http};

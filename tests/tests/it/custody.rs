@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use keyhaven::{Client, CredentialKey, DaemonStatus, ErrorKind, Secret, StoreOptions};
-use keyhaven_daemon::custody::KeyTier;
+use keyhaven_daemon::keys::custody::KeyTier;
 use keyhaven_tests::{KeyringMode, TestDaemon, TestKeyring, mode_of, set_mode};
 
 fn key(n: usize) -> CredentialKey {
@@ -242,10 +242,10 @@ async fn a_systemd_credential_is_the_first_choice() {
     let creds = dir.path().join("credentials");
     std::fs::create_dir(&creds).unwrap();
     // What `systemd-creds decrypt` hands the service: the key's text form.
-    let key = keyhaven_daemon::crypto::DataKey::generate().unwrap();
+    let key = keyhaven_daemon::store::crypto::DataKey::generate().unwrap();
     std::fs::write(
         creds.join("keyhaven.key"),
-        keyhaven_daemon::custody::key_to_text(&key).as_bytes(),
+        keyhaven_daemon::keys::custody::key_to_text(&key).as_bytes(),
     )
     .unwrap();
     let keyring = TestKeyring::new();

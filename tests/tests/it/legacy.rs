@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use keyhaven::{AuditQuery, CredentialKey, ErrorKind, Secret, StoreOptions};
-use keyhaven_daemon::config::LegacyOptions;
+use keyhaven_daemon::server::config::LegacyOptions;
 use keyhaven_tests::{KeyringMode, TestDaemon, TestKeyring};
 
 const JELLYTAU: &str = "jellytau::srv-1::user-1::access_token";

@@ -12,21 +12,36 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyhaven_proto::{Attributes, CanonicalKey, Secret, time::now_unix_ms};
+use keyhaven_proto::{CanonicalKey, Secret, time::now_unix_ms};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{FromRow, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::crypto::{CryptoError, DataKey, Sealed};
 use crate::error::StartError;
-use crate::events::{Event, EventBus, EventKind};
 use crate::fsutil;
 use crate::identity::Identity;
-use crate::readers::{ReadError, Readers};
+use crate::store::crypto::{CryptoError, DataKey, Sealed};
+use crate::store::events::{Event, EventBus, EventKind};
+use crate::store::readers::{ReadError, Readers};
+
+pub mod attributes;
+pub mod audit;
+pub mod crypto;
+pub(crate) mod events;
+pub(crate) mod model;
+pub(crate) mod readers;
+
+pub use model::{AttributeChange, ListFilter, Metadata, Put};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        StartError::Store(Box::new(e))
+    }
+}
 
 /// A store failure, in terms a caller can act on. Never carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -110,86 +125,6 @@ fn conflict_message(key: &CanonicalKey, expected: u64, actual: Option<u64>) -> S
         (_, Some(rev)) => {
             format!("credential {key} is at revision {rev}, not {expected}; re-read it and retry")
         }
-    }
-}
-
-/// Everything about a credential except its secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Metadata {
-    /// Its key.
-    pub key: CanonicalKey,
-    /// Store-wide unique, increasing revision.
-    pub revision: u64,
-    /// Unix ms of the first write.
-    pub created_at: i64,
-    /// Unix ms of the latest write.
-    pub updated_at: i64,
-    /// Unix ms after which it is no longer served.
-    pub expires_at: Option<i64>,
-    /// A label for people.
-    pub label: Option<String>,
-    /// Non-secret attributes (server, user name, device id...).
-    pub attributes: Attributes,
-}
-
-/// What a write does to the stored attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttributeChange {
-    /// Keep them (a new credential has none).
-    Keep,
-    /// Replace them with these (empty: remove them all).
-    Replace(Attributes),
-}
-
-/// A write.
-#[derive(Debug)]
-pub struct Put {
-    /// Where.
-    pub key: CanonicalKey,
-    /// What.
-    pub secret: Secret,
-    /// Replaces the label.
-    pub label: Option<String>,
-    /// Replaces the expiry.
-    pub expires_at: Option<i64>,
-    /// Compare-and-swap: `Some(0)` must not exist, `Some(n)` must be at `n`.
-    pub expected_revision: Option<u64>,
-    /// Keeps or replaces the attributes.
-    pub attributes: AttributeChange,
-}
-
-/// What [`Store::list`] selects.
-#[derive(Debug, Default, Clone)]
-pub struct ListFilter {
-    /// Exact provider.
-    pub provider: Option<String>,
-    /// Exact server id (may be empty).
-    pub server_id: Option<String>,
-    /// Exact user id (may be empty).
-    pub user_id: Option<String>,
-    /// Only credentials carrying all of these attributes, exactly.
-    pub attributes: Attributes,
-    /// Only keys strictly after this one (pagination).
-    pub after: Option<CanonicalKey>,
-    /// At most this many.
-    pub limit: u32,
-}
-
-impl ListFilter {
-    /// Whether `meta` is selected (the pagination bound aside).
-    pub fn matches(&self, meta: &Metadata) -> bool {
-        let field = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        field(&self.provider, meta.key.provider())
-            && field(&self.server_id, meta.key.server_id())
-            && field(&self.user_id, meta.key.user_id())
-            && self.matches_attributes(meta)
-    }
-
-    /// Whether `meta` carries every attribute of the filter.
-    fn matches_attributes(&self, meta: &Metadata) -> bool {
-        self.attributes
-            .iter()
-            .all(|(name, value)| meta.attributes.get(name) == Some(value))
     }
 }
 
@@ -278,7 +213,8 @@ impl Row {
             .ok()
             .filter(|r| *r > 0)
             .ok_or_else(|| corrupt(format!("revision {} is not positive", self.revision)))?;
-        let attributes = crate::attributes::decode(self.attributes.as_deref()).map_err(corrupt)?;
+        let attributes =
+            crate::store::attributes::decode(self.attributes.as_deref()).map_err(corrupt)?;
         Ok(Metadata {
             key,
             revision,
@@ -751,7 +687,7 @@ fn write_group(
             created_at,
             now,
             put.expires_at,
-            crate::attributes::encode(&attributes),
+            crate::store::attributes::encode(&attributes),
         ])?;
         let meta = Metadata {
             key: put.key,

@@ -23,7 +23,7 @@
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use interprocess::os::windows::named_pipe::PipeListenerOptions;
 use interprocess::os::windows::named_pipe::pipe_mode::Bytes;
@@ -34,9 +34,8 @@ use keyhaven_proto::pipe::{
 };
 
 use crate::error::StartError;
-use crate::policy::PolicyHandle;
 
-/// The listening pipe served by [`crate::serve`].
+/// The listening pipe served by [`crate::server::serve`].
 pub type Listener = PipeListener<Bytes, Bytes>;
 /// One accepted pipe connection.
 pub type Conn = DuplexPipeStream<Bytes>;
@@ -246,7 +245,7 @@ pub fn stop_running(pipe: &Path) -> std::process::ExitCode {
 }
 
 /// No SIGHUP on Windows; the policy is still re-read when the file changes.
-pub fn reload_policy_on_hangup(_policy: Arc<PolicyHandle>) -> io::Result<()> {
+pub fn on_hangup(_reload: impl Fn() + Send + 'static) -> io::Result<()> {
     Ok(())
 }
 

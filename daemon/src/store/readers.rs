@@ -64,7 +64,7 @@ impl Readers {
         // cache; only this process writes the file (the lock file).
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
-        crate::attributes::register(&conn)?;
+        crate::store::attributes::register(&conn)?;
         Ok(conn)
     }
 

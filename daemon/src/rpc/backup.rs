@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use keyhaven_proto::backup::{self as format, ExportDocument, Hasher, Manifest};
 use keyhaven_proto::key::check_label;
@@ -36,14 +35,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::Stream;
 use tonic::Status;
 
-use crate::audit::AuditLog;
-use crate::crypto::{DataKey, Sealed};
-use crate::error::ServiceError;
-use crate::events::EventKind;
 use crate::identity::Identity;
-use crate::service::{Shared, parse_filter, to_pb};
+use crate::keys::vault::Vault;
+use crate::rpc::convert::{parse_filter, to_pb};
+use crate::rpc::shared::Shared;
+use crate::rpc::snapshots::{AUTO_SUFFIX, Backups, TEMP_PREFIX, auto_files};
+use crate::rpc::status::ServiceError;
+use crate::store::audit::AuditLog;
+use crate::store::crypto::{DataKey, Sealed};
+use crate::store::events::EventKind;
 use crate::store::{AttributeChange, ListFilter, Put, Store, StoreError};
-use crate::vault::Vault;
 
 /// Bytes per streamed chunk: well under the Daemon service's 64 KiB limit.
 pub const CHUNK: usize = 32 * 1024;
@@ -51,109 +52,11 @@ pub const CHUNK: usize = 32 * 1024;
 const MAX_SNAPSHOT: u64 = 1 << 30;
 /// Largest export document a restore accepts.
 const MAX_EXPORT: u64 = 256 << 20;
-/// Prefix of the daemon's temporary files in the data directory.
-const TEMP_PREFIX: &str = ".keyhaven-backup-";
-/// Suffix of automatic snapshot files.
-const AUTO_SUFFIX: &str = ".khsnap";
 /// Automatic snapshots: at most one per this long.
 const AUTO_MIN_INTERVAL_MS: i64 = 24 * 3600 * 1000;
 
 /// A stream of gRPC messages.
 pub type MessageStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// Automatic snapshot settings (`backup_dir`, `backup_keep`,
-/// `backup_every_writes`).
-#[derive(Debug, Clone, Default)]
-pub struct AutoSettings {
-    /// Where automatic snapshots go; `None`: no automatic snapshots.
-    pub dir: Option<PathBuf>,
-    /// How many automatic snapshot files to keep.
-    pub keep: usize,
-    /// Take one after this many writes (and at most daily).
-    pub every_writes: u64,
-}
-
-/// Default for [`AutoSettings::keep`].
-pub const DEFAULT_KEEP: usize = 7;
-/// Default for [`AutoSettings::every_writes`].
-pub const DEFAULT_EVERY_WRITES: u64 = 100;
-
-/// What the daemon knows about its snapshots.
-#[derive(Debug, Default)]
-pub struct Backups {
-    auto: AutoSettings,
-    last: std::sync::Mutex<Option<(i64, String)>>,
-    /// When the last automatic snapshot was taken (the daily limit).
-    last_auto: std::sync::Mutex<Option<i64>>,
-    counter: AtomicU64,
-}
-
-impl Backups {
-    /// With these automatic-snapshot settings.
-    pub fn new(auto: AutoSettings) -> Self {
-        let last = auto.dir.as_deref().and_then(newest_auto);
-        Self {
-            auto,
-            last_auto: std::sync::Mutex::new(last.as_ref().map(|(at, _)| *at)),
-            last: std::sync::Mutex::new(last),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    /// When the last snapshot was taken (Unix ms) and where it went.
-    pub fn last(&self) -> Option<(i64, String)> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn record(&self, at: i64, what: String) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, what));
-    }
-
-    fn temp_path(&self, dir: &Path, what: &str) -> PathBuf {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        dir.join(format!(
-            "{TEMP_PREFIX}{}-{n}-{what}.tmp",
-            std::process::id()
-        ))
-    }
-}
-
-/// The newest automatic snapshot in `dir`: its time (from its manifest) and path.
-fn newest_auto(dir: &Path) -> Option<(i64, String)> {
-    auto_files(dir)
-        .into_iter()
-        .filter_map(|p| {
-            let head = read_head(&p)?;
-            let (m, _) = Manifest::parse_header(&head).ok()?;
-            Some((m.taken_at_unix_ms, p.display().to_string()))
-        })
-        .max()
-}
-
-fn read_head(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut head = vec![0u8; 8192];
-    let mut f = std::fs::File::open(path).ok()?;
-    let n = f.read(&mut head).ok()?;
-    head.truncate(n);
-    Some(head)
-}
-
-fn auto_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("keyhaven-") && n.ends_with(AUTO_SUFFIX))
-        })
-        .collect();
-    files.sort();
-    files
-}
 
 /// Removes temporary files a killed daemon left in `dir` (other pids' only:
 /// one daemon per store, so they are nobody's).
@@ -417,7 +320,12 @@ pub async fn export(
                 });
                 let _ = shared
                     .audit
-                    .outcome(who, crate::audit::Operation::Export, Some(&key), None)
+                    .outcome(
+                        who,
+                        crate::store::audit::Operation::Export,
+                        Some(&key),
+                        None,
+                    )
                     .await;
             }
             // Expired, or deleted since the listing: not part of the export.
@@ -752,7 +660,7 @@ fn open_snapshot(
         let secret = key
             .open(&canonical, &Sealed { nonce, ciphertext })
             .map_err(|e| damaged(format!("credential {canonical} does not open: {e}")))?;
-        let attributes = crate::attributes::decode(attributes.as_deref())
+        let attributes = crate::store::attributes::decode(attributes.as_deref())
             .map_err(|e| damaged(format!("credential {canonical}: {e}")))?;
         out.push(Candidate {
             key: canonical,
@@ -881,7 +789,12 @@ async fn apply(
             Ok((meta, _)) => {
                 outcome.new_revision = meta.revision;
                 let _ = audit
-                    .outcome(who, crate::audit::Operation::Restore, Some(&key), None)
+                    .outcome(
+                        who,
+                        crate::store::audit::Operation::Restore,
+                        Some(&key),
+                        None,
+                    )
                     .await;
             }
             Err(StoreError::Conflict { actual, .. }) => {

@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex};
 use keyhaven_proto::legacy::{self, KeyringName, Location};
 use keyhaven_proto::{CanonicalKey, Secret};
 
-use crate::audit::{AuditLog, Record};
 use crate::identity::Identity;
-use crate::keyring::{Keyring, KeyringError};
+use crate::keys::keyring::{Keyring, KeyringError};
+use crate::store::audit::{AuditLog, Record};
 use crate::store::{AttributeChange, Metadata, Put, Store, StoreError};
 
 /// What the read-through does.
@@ -195,7 +195,7 @@ impl ReadThrough {
 
 /// Looks in `locations` in order; the first entry holding a secret wins.
 fn lookup(
-    keyring: &dyn crate::keyring::KeyringBackend,
+    keyring: &dyn crate::keys::keyring::KeyringBackend,
     locations: &[Location],
 ) -> Result<Option<Found>, KeyringError> {
     for location in locations {
@@ -260,7 +260,7 @@ fn utf16le_to_utf8(bytes: &[u8]) -> Option<String> {
 /// The daemon itself, as the actor of migrations.
 pub fn daemon_identity() -> Identity {
     let mut id = Identity::of_process(
-        crate::platform::own_uid(),
+        crate::net::platform::own_uid(),
         i32::try_from(std::process::id()).unwrap_or(0),
     );
     if id.executable.is_none() {
@@ -276,7 +276,7 @@ async fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &str, detail: Str
         .record(Record {
             at: keyhaven_proto::time::now_unix_ms(),
             caller: daemon_identity(),
-            operation: crate::audit::Operation::Migrate,
+            operation: crate::store::audit::Operation::Migrate,
             key: Some(key.clone()),
             outcome: outcome.to_owned(),
             detail,

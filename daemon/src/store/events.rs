@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::identity::Identity;
-use crate::store::Metadata;
+use crate::store::model::Metadata;
 
 /// Default number of events kept for slow watchers.
 pub const DEFAULT_CAPACITY: usize = 1024;

@@ -33,13 +33,13 @@ use std::time::Duration;
 use keyhaven_proto::paths::{self, Env};
 use serde::Deserialize;
 
-use crate::audit::Retention;
-use crate::custody::KeyTier;
 use crate::error::StartError;
-use crate::keyring::KeyringChoice;
-pub use crate::legacy::Options as LegacyOptions;
-pub use crate::listener::{DEFAULT_FIRST_REQUEST_DEADLINE, MAX_CONNECTIONS_CEILING};
-use crate::policy::{Policy, PolicyConfig};
+use crate::keys::custody::KeyTier;
+use crate::keys::keyring::KeyringChoice;
+pub use crate::net::listener::{DEFAULT_FIRST_REQUEST_DEADLINE, MAX_CONNECTIONS_CEILING};
+pub use crate::rpc::legacy::Options as LegacyOptions;
+use crate::rpc::policy::{Policy, PolicyConfig};
+use crate::store::audit::Retention;
 
 /// Default for [`Settings::max_secret_bytes`].
 pub const DEFAULT_MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -184,7 +184,7 @@ pub struct Settings {
     /// MoveKey may move the data key to a weaker tier.
     pub allow_key_downgrade: bool,
     /// Automatic snapshots.
-    pub backups: crate::backup::AutoSettings,
+    pub backups: crate::rpc::snapshots::AutoSettings,
 }
 
 impl Settings {
@@ -201,7 +201,7 @@ impl Settings {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
             expiry_sweep: Duration::from_secs(DEFAULT_EXPIRY_SWEEP_SECONDS),
-            event_buffer: crate::events::DEFAULT_CAPACITY,
+            event_buffer: crate::store::events::DEFAULT_CAPACITY,
             audit_retention: Retention::default(),
             policy: Policy::default(),
             config_path: None,
@@ -209,13 +209,13 @@ impl Settings {
             credential_name: DEFAULT_CREDENTIAL_NAME.into(),
             // Hermetic by default: tests opt in to a keyring.
             keyring: KeyringChoice::Disabled,
-            keyring_timeout: crate::keyring::DEFAULT_TIMEOUT,
+            keyring_timeout: crate::keys::keyring::DEFAULT_TIMEOUT,
             key_source: None,
             key_retry: Duration::from_secs(DEFAULT_KEY_RETRY_SECONDS),
             idle_exit: None,
             legacy: LegacyOptions::default(),
             allow_key_downgrade: false,
-            backups: crate::backup::AutoSettings::default(),
+            backups: crate::rpc::snapshots::AutoSettings::default(),
         }
     }
 
@@ -305,7 +305,7 @@ impl Settings {
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_grace: Duration::from_secs(10),
             expiry_sweep: Duration::from_secs(sweep),
-            event_buffer: crate::events::DEFAULT_CAPACITY,
+            event_buffer: crate::store::events::DEFAULT_CAPACITY,
             audit_retention,
             policy,
             idle_exit: file
@@ -321,7 +321,7 @@ impl Settings {
                 .credential_name
                 .unwrap_or_else(|| DEFAULT_CREDENTIAL_NAME.into()),
             keyring: KeyringChoice::Platform,
-            keyring_timeout: crate::keyring::DEFAULT_TIMEOUT,
+            keyring_timeout: crate::keys::keyring::DEFAULT_TIMEOUT,
             key_source,
             key_retry: Duration::from_secs(
                 file.key_retry_seconds
@@ -333,15 +333,15 @@ impl Settings {
                 cleanup: file.legacy_keyring_cleanup.unwrap_or(false),
             },
             allow_key_downgrade: file.allow_key_downgrade.unwrap_or(false),
-            backups: crate::backup::AutoSettings {
+            backups: crate::rpc::snapshots::AutoSettings {
                 dir: file.backup_dir.filter(|d| !d.as_os_str().is_empty()),
                 keep: file
                     .backup_keep
-                    .unwrap_or(crate::backup::DEFAULT_KEEP)
+                    .unwrap_or(crate::rpc::snapshots::DEFAULT_KEEP)
                     .max(1),
                 every_writes: file
                     .backup_every_writes
-                    .unwrap_or(crate::backup::DEFAULT_EVERY_WRITES)
+                    .unwrap_or(crate::rpc::snapshots::DEFAULT_EVERY_WRITES)
                     .max(1),
             },
         })

@@ -20,10 +20,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::error::ServiceError;
-use crate::events::{Event, EventKind};
-use crate::service::{Shared, identity_to_pb, parse_filter, to_pb};
+use crate::rpc::convert::{identity_to_pb, parse_filter, to_pb};
+use crate::rpc::shared::Shared;
+use crate::rpc::status::ServiceError;
 use crate::store::Metadata;
+use crate::store::events::{Event, EventKind};
 
 /// Events queued per watcher between the bus and its HTTP/2 stream.
 const QUEUE: usize = 16;

@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{DataKey, KEY_LEN};
 use crate::fsutil;
-use crate::keyring::{Keyring, KeyringError};
+use crate::keys::keyring::{Keyring, KeyringError};
+use crate::store::crypto::{DataKey, KEY_LEN};
 
 /// Where a data key is kept, most protective first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +80,12 @@ pub enum Slot {
     Pending,
 }
 
+impl From<KeyError> for crate::error::StartError {
+    fn from(e: KeyError) -> Self {
+        crate::error::StartError::Key(Box::new(e))
+    }
+}
+
 /// Why the data key could not be had or kept.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -123,7 +129,7 @@ pub enum KeyError {
     },
     /// The random number generator failed.
     #[error("could not generate a data key: {0}")]
-    Generate(#[from] crate::crypto::CryptoError),
+    Generate(#[from] crate::store::crypto::CryptoError),
 }
 
 /// The settings custody needs.
@@ -343,7 +349,7 @@ impl Custody {
             KeyTier::Keyring => format!(
                 "{} entry \"{}\" / \"{}\"",
                 self.config.keyring.describe(),
-                crate::keyring::SERVICE,
+                crate::keys::keyring::SERVICE,
                 self.keyring_user(Slot::Current)
             ),
             KeyTier::File => format!("key file {}", self.config.key_file.display()),
@@ -658,7 +664,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::keyring::{CoreKeyring, KeyringChoice};
+    use crate::keys::keyring::{CoreKeyring, KeyringChoice};
 
     fn custody(dir: &Path, keyring: KeyringChoice, pinned: Option<KeyTier>) -> Custody {
         Custody::new(
@@ -801,7 +807,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         #[derive(Debug)]
         struct Locked;
-        impl crate::keyring::KeyringBackend for Locked {
+        impl crate::keys::keyring::KeyringBackend for Locked {
             fn get(&self, _: &str) -> Result<Option<Vec<u8>>, KeyringError> {
                 Err(KeyringError::Locked("collection is locked".into()))
             }

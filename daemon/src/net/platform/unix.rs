@@ -16,15 +16,13 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::error::StartError;
 use crate::fsutil;
-use crate::policy::PolicyHandle;
 
-/// The listening socket type served by [`crate::serve`].
+/// The listening socket type served by [`crate::server::serve`].
 pub type Listener = UnixListener;
 /// One accepted connection.
 pub type Conn = UnixStream;
@@ -354,16 +352,14 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
     })
 }
 
-/// SIGHUP re-reads the per-app policy without dropping connections.
-pub fn reload_policy_on_hangup(policy: Arc<PolicyHandle>) -> io::Result<()> {
+/// Runs `reload` on every SIGHUP (the daemon re-reads its policy then,
+/// without dropping connections).
+pub fn on_hangup(reload: impl Fn() + Send + 'static) -> io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            tracing::info!("received SIGHUP: reloading the policy");
-            if let Err(e) = policy.reload() {
-                tracing::error!(error = %e, "policy not reloaded; the previous policy stays in force");
-            }
+            reload();
         }
     });
     Ok(())

@@ -34,11 +34,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http;
 use tonic::transport::server::Connected;
 
-use crate::audit::{AuditLog, Operation};
-use crate::authority::AuthorityFixer;
 use crate::identity::Identity;
-pub use crate::platform::{BoundSocket, bind_or_adopt};
-use crate::platform::{Conn, Listener};
+use crate::net::authority::AuthorityFixer;
+pub use crate::net::platform::{BoundSocket, bind_or_adopt};
+use crate::net::platform::{Conn, Listener};
+use crate::store::audit::{AuditLog, Operation};
 
 /// Connections past the limit that are still answered (with
 /// RESOURCE_EXHAUSTED) rather than closed outright.
@@ -435,7 +435,7 @@ async fn accept_loop(
     loop {
         let stream = tokio::select! {
             () = tx.closed() => return Ok(()),
-            accepted = crate::platform::accept(&listener) => match accepted {
+            accepted = crate::net::platform::accept(&listener) => match accepted {
                 Ok(stream) => stream,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -446,7 +446,7 @@ async fn accept_loop(
             },
         };
         let conn = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let cred = match crate::platform::peer_cred(&stream) {
+        let cred = match crate::net::platform::peer_cred(&stream) {
             Ok(cred) => cred,
             Err(e) => {
                 tracing::warn!(conn, error = %e, "closing a connection whose peer credentials cannot be read");

@@ -13,11 +13,10 @@
 
 use std::sync::RwLock;
 
-use crate::crypto::DataKey;
-use crate::custody::{Custody, KeyError, KeyTier, Resolution, Slot, TierReport, TierState};
-use crate::error::ServiceError;
-use crate::events::EventBus;
 use crate::fault;
+use crate::keys::custody::{Custody, KeyError, KeyTier, Resolution, Slot, TierReport, TierState};
+use crate::store::crypto::DataKey;
+use crate::store::events::EventBus;
 use crate::store::{Database, Store, StoreError};
 
 /// What is known about the key right now.
@@ -73,17 +72,10 @@ pub enum VaultError {
     /// not allow that.
     #[error("{0}")]
     Downgrade(String),
-}
-
-impl From<VaultError> for ServiceError {
-    fn from(e: VaultError) -> Self {
-        match e {
-            VaultError::Store(s) => ServiceError::Store(s),
-            VaultError::Refused(m) => ServiceError::Precondition(m),
-            VaultError::Downgrade(m) => ServiceError::Denied(m),
-            VaultError::Key(k) => ServiceError::Unavailable(k.to_string()),
-        }
-    }
+    /// The store is locked: its key has not been found; the message says
+    /// what is missing.
+    #[error("the credential store is locked: {0}")]
+    Locked(String),
 }
 
 impl Vault {
@@ -109,8 +101,8 @@ impl Vault {
         &self.events
     }
 
-    /// The open store, or UNAVAILABLE saying what is missing.
-    pub fn store(&self) -> Result<Store, ServiceError> {
+    /// The open store, or [`VaultError::Locked`] saying what is missing.
+    pub fn store(&self) -> Result<Store, VaultError> {
         let store = match self.store.read() {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
@@ -120,7 +112,7 @@ impl Vault {
                 .state()
                 .problem
                 .unwrap_or_else(|| "the data key has not been loaded yet".into());
-            ServiceError::Unavailable(format!("the credential store is locked: {problem}"))
+            VaultError::Locked(problem)
         })
     }
 

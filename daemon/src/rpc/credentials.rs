@@ -1,0 +1,304 @@
+//! `keyhaven.v1.Credentials`: Store, Retrieve, Delete, List, Watch and
+//! Logout. Each handler is thin: the caller's context, a `*_one` function
+//! returning `Result<_, ServiceError>` (validation, the policy, the store),
+//! then [`Shared::finish`], which audits and logs the outcome and turns it
+//! into a status.
+
+use std::sync::Arc;
+
+use keyhaven_proto::key::check_label;
+use keyhaven_proto::pb::{self, credentials_server::Credentials};
+use keyhaven_proto::time::to_unix_ms;
+use keyhaven_proto::{Attributes, CanonicalKey, Secret};
+use tonic::{Request, Response, Status};
+
+use crate::identity::Identity;
+use crate::rpc::convert::{MAX_PAGE_BYTES, check_attributes, page_size, parse_filter, to_pb};
+use crate::rpc::policy::Access;
+use crate::rpc::shared::{Shared, context};
+use crate::rpc::status::ServiceError;
+use crate::rpc::watch;
+use crate::store::audit::Operation;
+use crate::store::{AttributeChange, Put, StoreError};
+
+/// `keyhaven.v1.Credentials`.
+#[derive(Debug, Clone)]
+pub struct CredentialsService {
+    shared: Arc<Shared>,
+}
+
+impl CredentialsService {
+    /// Serves `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl Credentials for CredentialsService {
+    async fn store(
+        &self,
+        request: Request<pb::StoreRequest>,
+    ) -> Result<Response<pb::StoreResponse>, Status> {
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self.store_one(&peer.identity, request.into_inner()).await;
+        self.shared
+            .finish(Operation::Store, &peer, key.as_ref(), result)
+            .await
+    }
+
+    async fn retrieve(
+        &self,
+        request: Request<pb::RetrieveRequest>,
+    ) -> Result<Response<pb::RetrieveResponse>, Status> {
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self
+            .retrieve_one(&peer.identity, request.into_inner())
+            .await;
+        self.shared
+            .finish(Operation::Retrieve, &peer, key.as_ref(), result)
+            .await
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let (peer, key) = context(&request, request.get_ref().key.as_ref());
+        let result = self.delete_one(&peer.identity, request.into_inner()).await;
+        self.shared
+            .finish(Operation::Delete, &peer, key.as_ref(), result)
+            .await
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = self.list_page(request.into_inner()).await;
+        self.shared
+            .finish(Operation::List, &peer, None, result)
+            .await
+    }
+
+    type WatchStream = watch::EventStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = watch::start(&self.shared, request.into_inner()).await;
+        self.shared
+            .finish(Operation::Watch, &peer, None, result)
+            .await
+    }
+
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let (peer, _) = context(&request, None);
+        let result = self.logout_all(&peer.identity, request.into_inner()).await;
+        self.shared
+            .finish(Operation::Logout, &peer, None, result)
+            .await
+    }
+}
+
+impl CredentialsService {
+    fn validate_put(&self, req: pb::StoreRequest) -> Result<Put, ServiceError> {
+        let key = CanonicalKey::from_pb(req.key.as_ref())?;
+        let secret = Secret::new(req.secret);
+        if secret.is_empty() {
+            return Err(ServiceError::Invalid("secret must not be empty".into()));
+        }
+        if secret.len() > self.shared.max_secret_bytes {
+            return Err(ServiceError::Invalid(format!(
+                "secret is {} bytes; the limit (max_secret_bytes) is {}",
+                secret.len(),
+                self.shared.max_secret_bytes
+            )));
+        }
+        if let Some(label) = &req.label {
+            check_label(label)?;
+        }
+        check_attributes(&req.attributes)?;
+        let attributes = match (req.clear_attributes, req.attributes.is_empty()) {
+            (false, true) => AttributeChange::Keep,
+            (false, false) => AttributeChange::Replace(req.attributes),
+            (true, true) => AttributeChange::Replace(Attributes::new()),
+            (true, false) => {
+                return Err(ServiceError::Invalid(
+                    "clear_attributes is set but attributes are given: send one or the other"
+                        .into(),
+                ));
+            }
+        };
+        let expires_at = match &req.expires_at {
+            None => None,
+            Some(ts) => Some(to_unix_ms(ts).ok_or_else(|| {
+                ServiceError::Invalid("expires_at is not a valid timestamp".into())
+            })?),
+        };
+        Ok(Put {
+            key,
+            secret,
+            label: req.label,
+            expires_at,
+            expected_revision: req.expected_revision,
+            attributes,
+        })
+    }
+
+    async fn store_one(
+        &self,
+        who: &Identity,
+        req: pb::StoreRequest,
+    ) -> Result<pb::StoreResponse, ServiceError> {
+        self.shared.audited()?;
+        let put = self.validate_put(req)?;
+        self.shared
+            .allow(who, Access::Write, put.key.provider(), put.key.server_id())?;
+        let (meta, created) = self.shared.vault.store()?.put(put, who).await?;
+        Ok(pb::StoreResponse {
+            metadata: Some(to_pb(meta)),
+            created,
+        })
+    }
+
+    async fn retrieve_one(
+        &self,
+        who: &Identity,
+        req: pb::RetrieveRequest,
+    ) -> Result<pb::RetrieveResponse, ServiceError> {
+        let key = CanonicalKey::from_pb(req.key.as_ref())?;
+        self.shared
+            .allow(who, Access::Read, key.provider(), key.server_id())?;
+        let store = self.shared.vault.store()?;
+        let (meta, secret) = match store.get(&key).await {
+            Err(miss @ StoreError::NotFound { expired: false, .. }) => {
+                self.shared
+                    .legacy
+                    .on_miss(&store, &key, &self.shared.audit, miss)
+                    .await?
+            }
+            other => other?,
+        };
+        Ok(pb::RetrieveResponse {
+            metadata: Some(to_pb(meta)),
+            secret: secret.into_vec(),
+        })
+    }
+
+    async fn delete_one(
+        &self,
+        who: &Identity,
+        req: pb::DeleteRequest,
+    ) -> Result<pb::DeleteResponse, ServiceError> {
+        let key = CanonicalKey::from_pb(req.key.as_ref())?;
+        if req.expected_revision == Some(0) {
+            return Err(ServiceError::Invalid(
+                "expected_revision 0 (must not exist) makes no sense for delete".into(),
+            ));
+        }
+        self.shared
+            .allow(who, Access::Write, key.provider(), key.server_id())?;
+        self.shared.audited()?;
+        let meta = self
+            .shared
+            .vault
+            .store()?
+            .delete(&key, req.expected_revision, who)
+            .await?;
+        Ok(pb::DeleteResponse {
+            metadata: Some(to_pb(meta)),
+        })
+    }
+
+    async fn logout_all(
+        &self,
+        who: &Identity,
+        req: pb::LogoutRequest,
+    ) -> Result<pb::LogoutResponse, ServiceError> {
+        // Validate with the key rules; the token type is a placeholder.
+        CanonicalKey::new(
+            &req.provider,
+            &req.server_id,
+            req.user_id.as_deref().unwrap_or(""),
+            "",
+        )?;
+        self.shared
+            .allow(who, Access::Write, &req.provider, &req.server_id)?;
+        self.shared.audited()?;
+        let removed = self
+            .shared
+            .vault
+            .store()?
+            .logout(&req.provider, &req.server_id, req.user_id.as_deref(), who)
+            .await?;
+        tracing::info!(
+            provider = %req.provider, server_id = %req.server_id,
+            user_id = req.user_id.as_deref().unwrap_or("*"), removed = removed.len(),
+            uid = who.uid, pid = who.pid, "logout"
+        );
+        // One audit entry per credential the logout removed, so a key's
+        // history shows how it went away.
+        for meta in &removed {
+            let _ = self
+                .shared
+                .audit
+                .outcome(who, Operation::Logout, Some(&meta.key), None)
+                .await;
+        }
+        Ok(pb::LogoutResponse {
+            deleted: removed.into_iter().map(to_pb).collect(),
+        })
+    }
+
+    async fn list_page(&self, req: pb::ListRequest) -> Result<pb::ListResponse, ServiceError> {
+        let page_size = page_size(req.page_size)?;
+        let mut filter = parse_filter(
+            req.provider,
+            req.server_id,
+            req.user_id,
+            req.match_empty_server_id,
+            req.match_empty_user_id,
+            req.attributes,
+        )?;
+        if !req.page_token.is_empty() {
+            let after = self.shared.pages.check("list", &req.page_token)?;
+            filter.after = Some(CanonicalKey::parse(after).map_err(|_| {
+                ServiceError::Invalid("page_token is not one this daemon issued".into())
+            })?);
+        }
+        filter.limit = page_size + 1;
+        let rows = self.shared.vault.store()?.list(&filter).await?;
+        // A page ends after page_size credentials or before MAX_PAGE_BYTES,
+        // whichever comes first (a credential may carry 32 KiB of
+        // attributes); the token resumes after its last credential.
+        let mut credentials = Vec::with_capacity(rows.len().min(page_size as usize));
+        let mut bytes = 0;
+        let mut resume_after = None;
+        for (i, meta) in rows.into_iter().enumerate() {
+            let pb = to_pb(meta);
+            bytes += prost::Message::encoded_len(&pb);
+            if i == page_size as usize || (bytes > MAX_PAGE_BYTES && i > 0) {
+                resume_after = credentials.last().map(|m: &pb::CredentialMetadata| {
+                    CanonicalKey::from_pb_stored(m.key.as_ref()).map(|k| k.to_string())
+                });
+                break;
+            }
+            credentials.push(pb);
+        }
+        let next_page_token = match resume_after {
+            Some(key) => self.shared.pages.issue("list", &key?),
+            None => String::new(),
+        };
+        Ok(pb::ListResponse {
+            credentials,
+            next_page_token,
+        })
+    }
+}
