@@ -23,6 +23,7 @@ mod group_commit;
 mod hostile;
 mod import;
 mod key_crash;
+mod keyring_store;
 mod legacy;
 mod legacy_secret_service;
 mod load;
