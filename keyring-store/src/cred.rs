@@ -144,7 +144,8 @@ impl CredentialApi for Cred {
             label = Some((!value.is_empty()).then(|| (*value).to_owned()));
         }
         let Some(label) = label else {
-            return Ok(());
+            // Nothing to change: still `NoEntry` when there is no credential.
+            return self.retrieve().map(drop);
         };
         let key = self.key.clone();
         self.worker.call(LABEL, move |client| async move {

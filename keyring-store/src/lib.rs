@@ -76,6 +76,19 @@
 //!
 //! No error, log line or `Debug` output of this crate contains a secret.
 //!
+//! # Limits
+//!
+//! - Escaped service and user: 256 bytes of UTF-8 each (`TooLong`).
+//! - Secrets: 1 byte to the daemon's `max_secret_bytes` (64 KiB by
+//!   default); an empty one is `Invalid`, as keyhaven stores none.
+//! - `set_password` keeps an existing credential's label and drops its
+//!   expiry; `update_attributes` changes only the `label`.
+//! - `delete_credential` removes the credential from keyhaven; a Reel or
+//!   JellyTau token still in the OS keyring is found again by the next read
+//!   (the daemon's read-through), as after `keyhaven delete`.
+//!
+//! `docs/keyring-store.md` has the whole story.
+//!
 //! # Layout
 //!
 //! - [`Store`] (`lib.rs`): `CredentialStoreApi`: `build`, `search`.

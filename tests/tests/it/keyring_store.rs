@@ -245,6 +245,14 @@ fn exercise(store: &Store, service: &str) {
     assert!(matches!(entry.get_password(), Err(Error::NoEntry)));
     assert!(matches!(entry.get_attributes(), Err(Error::NoEntry)));
     assert!(matches!(entry.get_credential(), Err(Error::NoEntry)));
+    assert!(matches!(
+        entry.update_attributes(&HashMap::new()),
+        Err(Error::NoEntry)
+    ));
+    assert!(matches!(
+        entry.update_attributes(&HashMap::from([("label", "x")])),
+        Err(Error::NoEntry)
+    ));
 }
 
 #[test]
@@ -310,8 +318,8 @@ async fn legacy_tokens_in_the_os_keyring_are_read_through_under_the_same_names()
     // this one.
     let entry = store.build("jellytau", jellytau, None).unwrap();
     assert_eq!(entry.get_password().unwrap(), "jt-legacy");
-    let entry = store.build("reel.plex_123", "token", None).unwrap();
-    assert_eq!(entry.get_password().unwrap(), "reel-legacy");
+    let reel = store.build("reel.plex_123", "token", None).unwrap();
+    assert_eq!(reel.get_password().unwrap(), "reel-legacy");
     let client = daemon.client().await;
     for key in [
         CredentialKey::new("jellyfin", "srv-1", "user-1", "").unwrap(),
@@ -319,6 +327,11 @@ async fn legacy_tokens_in_the_os_keyring_are_read_through_under_the_same_names()
     ] {
         client.retrieve(&key).await.unwrap();
     }
+    // As documented: a delete removes the migrated copy, and the token the
+    // daemon left in the OS keyring is found again by the next read.
+    entry.delete_credential().unwrap();
+    assert_eq!(entry.get_password().unwrap(), "jt-legacy");
+    assert_eq!(keyring.legacy_reads(), 3);
 }
 
 #[test]
