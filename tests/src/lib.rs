@@ -10,7 +10,8 @@
 //!   binaries in a private HOME / XDG tree, for end-to-end tests.
 //! - [`Session`]: a private D-Bus session with a real gnome-keyring, for
 //!   Secret Service tests.
-//! - [`bin`]: finds (building if needed) a workspace binary.
+//! - [`bin`], [`example`]: find (building if needed) a workspace binary or
+//!   an example of the keyring store.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -160,22 +161,9 @@ pub async fn raw_channel(path: &Path) -> tonic::transport::Channel {
 /// stale binary or one built without the hook (for instance after a plain
 /// `cargo build`); when they are fresh that takes about a second.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let path = profile_dir.join(name);
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ lives in the workspace");
-        let mut build = Command::new(cargo);
-        build.current_dir(workspace).args([
-            "build",
+        cargo_build(&[
             "-p",
             "keyhaven-daemon",
             "-p",
@@ -183,15 +171,48 @@ pub fn bin(name: &str) -> PathBuf {
             "--bins",
             "--features",
             "keyhaven-daemon/fault-injection",
-        ]);
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "cargo build of the binaries failed");
+        ])
     });
+    let path = profile_dir().join(name);
     assert!(path.exists(), "{} not found", path.display());
     path
+}
+
+/// Path of an example program of `keyhaven-keyring-store`; the first call
+/// in a test process builds them (`cargo build --examples`), as [`bin`]
+/// does the binaries.
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| cargo_build(&["-p", "keyhaven-keyring-store", "--examples"]));
+    let path = profile_dir().join("examples").join(name);
+    assert!(path.exists(), "{} not found", path.display());
+    path
+}
+
+/// `target/<profile>`, from where the test binary runs.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Runs `cargo build` with `args` in the workspace, in the test binary's
+/// profile.
+fn cargo_build(args: &[&str]) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace");
+    let mut build = Command::new(cargo);
+    build.current_dir(workspace).arg("build").args(args);
+    if profile_dir().file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build {args:?} failed");
 }
 
 /// A private HOME and XDG tree for running the real binaries.
@@ -250,7 +271,16 @@ impl TestEnv {
     /// A command for binary `name` with this environment and nothing of the
     /// caller's keyhaven or XDG settings.
     pub fn command(&self, name: &str) -> Command {
-        let mut cmd = Command::new(bin(name));
+        self.program(bin(name))
+    }
+
+    /// [`TestEnv::command`] for an example of `keyhaven-keyring-store`.
+    pub fn example_command(&self, name: &str) -> Command {
+        self.program(example(name))
+    }
+
+    fn program(&self, path: PathBuf) -> Command {
+        let mut cmd = Command::new(path);
         for var in [
             "KEYHAVEN_SOCKET",
             "KEYHAVEN_DATA_DIR",

@@ -24,6 +24,7 @@ mod group_commit;
 mod hostile;
 mod import;
 mod key_crash;
+mod keyring_store;
 mod layers;
 mod legacy;
 mod legacy_secret_service;
