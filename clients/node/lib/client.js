@@ -51,14 +51,19 @@ const contracts = new Map();
 function loadContract(protoDir) {
   let v1 = contracts.get(protoDir);
   if (!v1) {
-    const definition = protoLoader.loadSync('keyhaven/v1/keyhaven.proto', {
-      includeDirs: [protoDir],
-      keepCase: true,
-      longs: String,
-      enums: String,
-      defaults: true,
-      oneofs: true,
-    });
+    let definition;
+    try {
+      definition = protoLoader.loadSync('keyhaven/v1/keyhaven.proto', {
+        includeDirs: [protoDir],
+        keepCase: true,
+        longs: String,
+        enums: String,
+        defaults: true,
+        oneofs: true,
+      });
+    } catch (e) {
+      throw new KeyhavenError(`cannot load keyhaven/v1/keyhaven.proto from ${protoDir}: ${e.message}`, { cause: e });
+    }
     v1 = grpc.loadPackageDefinition(definition).keyhaven.v1;
     contracts.set(protoDir, v1);
   }
@@ -228,8 +233,11 @@ class Client {
   async get(key, opts) {
     const o = options(opts, 'the get options');
     const reply = await this.#unary('get', 'Retrieve', { key: keyToWire(key) }, o);
-    // A copy: the decoded bytes may be a view into a larger receive buffer.
-    return new Credential(metadataFromWire(reply.metadata), Buffer.from(reply.secret));
+    // A copy, and the decoded bytes wiped: they may be a view into a larger
+    // receive buffer that would otherwise keep the token until collected.
+    const secret = Buffer.from(reply.secret);
+    reply.secret.fill(0);
+    return new Credential(metadataFromWire(reply.metadata), secret);
   }
 
   /**
