@@ -102,7 +102,7 @@ export interface WatchOptions extends Filter {
   snapshot?: boolean;
   /** Ends the watch (before the daemon answers: watch() rejects with its reason). */
   signal?: AbortSignal;
-  /** How long the daemon may take to answer the Watch (default: the client's `timeoutMs`). */
+  /** How long the daemon may take to answer the Watch, or with a snapshot to send its first event (default: the client's `timeoutMs`). */
   timeoutMs?: number;
 }
 
@@ -156,7 +156,7 @@ export interface ClientOptions {
   socket?: string;
   /** Deadline of the handshake (Daemon.Status), default 5000. */
   connectTimeoutMs?: number;
-  /** Deadline of each call and of the answer to a Watch, default 30000. */
+  /** Deadline of each call and of the answer to a Watch (with a snapshot, its first event), default 30000. */
   timeoutMs?: number;
   /** One more uid whose daemon to trust, besides yours and KEYHAVEN_ALLOW_DAEMON_UID's. */
   allowDaemonUid?: number;

@@ -5,8 +5,9 @@
 // Deadlines: the handshake is bounded by `connectTimeoutMs` (5 s), each
 // unary call by `timeoutMs` (30 s), and a Watch by `timeoutMs` until the
 // daemon answers it (it registers the watcher first, so from then on no
-// change is missed); the stream itself then runs until cancelled. Each
-// method takes `{timeoutMs}` to override its own deadline.
+// change is missed), or with a snapshot until its first event; the stream
+// itself then runs until cancelled. Each method takes `{timeoutMs}` to
+// override its own deadline.
 'use strict';
 
 const path = require('path');
@@ -298,7 +299,7 @@ class Client {
     const watch = new Watch(stream, () => this.#watches.delete(watch));
     this.#watches.add(watch);
     try {
-      await watch.answered(timeoutMs, signal);
+      await watch.answered(timeoutMs, signal, request.snapshot);
     } catch (e) {
       watch.cancel();
       throw e;
@@ -377,18 +378,23 @@ class Watch {
     stream.on('status', () => this.#done());
   }
 
-  // Resolves when the daemon answers (its response headers), rejects with
-  // its error, with UnavailableError after `timeoutMs`, or with the
-  // signal's reason.
-  answered(timeoutMs, signal) {
+  // Resolves when the daemon answers: its response headers, or with a
+  // snapshot its first event, which is due at once (a daemon that accepted
+  // the call and sends nothing is as hung as one that does not answer;
+  // without a snapshot the first event waits for the first change). Rejects
+  // with the daemon's error, with UnavailableError after `timeoutMs`, or
+  // with the signal's reason.
+  answered(timeoutMs, signal, snapshot) {
+    // 'readable' says an event is buffered without taking it from the stream.
+    const answer = snapshot ? 'readable' : 'metadata';
     return new Promise((resolve, reject) => {
       const settle = (fn, value) => {
         clearTimeout(timer);
-        this.#stream.removeListener('metadata', onMetadata);
+        this.#stream.removeListener(answer, onAnswer);
         this.#stream.removeListener('status', onStatus);
         fn(value);
       };
-      const onMetadata = () => settle(resolve);
+      const onAnswer = () => settle(resolve);
       const onStatus = () =>
         settle(reject, this.#error || new UnavailableError('watch: the daemon ended the stream before answering'));
       // Before the answer, an abort rejects; after it, it ends the loop.
@@ -396,17 +402,18 @@ class Watch {
         this.cancel();
         settle(reject, signal.reason);
       };
+      const late = snapshot ? 'accepted the watch but sent no snapshot' : 'did not answer the watch';
       const timer = setTimeout(
         () =>
           settle(
             reject,
-            new UnavailableError(`watch: DEADLINE_EXCEEDED: the daemon did not answer within ${timeoutMs} ms`, {
+            new UnavailableError(`watch: DEADLINE_EXCEEDED: keyhavend ${late} within ${timeoutMs} ms`, {
               grpcCode: grpc.status.DEADLINE_EXCEEDED,
             }),
           ),
         timeoutMs,
       );
-      this.#stream.on('metadata', onMetadata);
+      this.#stream.on(answer, onAnswer);
       this.#stream.on('status', onStatus);
       if (signal) {
         if (signal.aborted) onAbort();

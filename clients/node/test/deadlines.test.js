@@ -40,7 +40,7 @@ const v1 = grpc.loadPackageDefinition(
 
 // A gRPC server on a fresh socket: Daemon.Status answers `protocol`;
 // Credentials is served only when `credentials` is true, and then every
-// call hangs (a Watch never even sends its headers).
+// call hangs (a Watch sends its headers only when asked for a snapshot).
 async function fakeDaemon({ protocol = 1, credentials = true } = {}) {
   const socket = socketPath();
   const server = new grpc.Server();
@@ -55,7 +55,11 @@ async function fakeDaemon({ protocol = 1, credentials = true } = {}) {
       Retrieve: hang,
       Delete: hang,
       List: hang,
-      Watch: hang,
+      // With a snapshot: headers, then nothing.
+      Watch: (call) => {
+        if (call.request.snapshot) call.sendMetadata(new grpc.Metadata());
+        hang(call);
+      },
       Logout: hang,
     });
   }
@@ -105,12 +109,15 @@ test('a unary call past its deadline: UnavailableError (client default, then per
   client.close();
 });
 
-test('a Watch the daemon never answers: UnavailableError at its deadline', async () => {
+test('a Watch the daemon never answers, or a snapshot it never sends: UnavailableError at the deadline', async () => {
   const socket = await fakeDaemon();
   const client = await keyhaven.connect({ socket });
-  const { error } = await within(3000, client.watch({ snapshot: true, timeoutMs: 200 }));
+  let { error } = await within(3000, client.watch({ timeoutMs: 200 }));
   assert.ok(error instanceof UnavailableError, `${error}`);
-  assert.match(error.message, /did not answer within 200 ms/);
+  assert.match(error.message, /did not answer the watch within 200 ms/);
+  ({ error } = await within(3000, client.watch({ snapshot: true, timeoutMs: 200 })));
+  assert.ok(error instanceof UnavailableError, `${error}`);
+  assert.match(error.message, /accepted the watch but sent no snapshot within 200 ms/);
   client.close();
 });
 
