@@ -75,8 +75,8 @@ fn python() -> Result<Example, String> {
     }
 }
 
-/// The Node example, if `node` is on PATH and `npm ci` has run in
-/// examples/node.
+/// The Node example, if `node` is on PATH and the keyhaven package
+/// (clients/node) loads from examples/node: `npm ci` has run in both.
 fn node() -> Result<Example, String> {
     let mut probe = Command::new("node");
     probe.arg("--version");
@@ -88,20 +88,24 @@ fn node() -> Result<Example, String> {
         Ok(_) => {}
     }
     let dir = repo_root().join("examples/node");
-    let modules = dir.join("node_modules");
-    for package in ["@grpc/grpc-js", "@grpc/proto-loader"] {
-        if !modules.join(package).join("package.json").is_file() {
-            return Err(format!(
-                "{} is not installed; run `npm ci` in {}",
-                package,
-                dir.display()
-            ));
-        }
+    // Loading it loads @grpc/grpc-js and @grpc/proto-loader too.
+    let mut probe = Command::new("node");
+    probe.current_dir(&dir).args([
+        "-e",
+        "try { require('keyhaven') } catch (e) { console.error(e.message.split('\\n')[0]); process.exit(1) }",
+    ]);
+    match run_bounded(probe, b"", RUN_TIMEOUT) {
+        Err(e) => Err(format!("cannot run node in {} ({e})", dir.display())),
+        Ok(out) if !out.status.success() => Err(format!(
+            "the keyhaven package does not load in {}; run `npm ci` in clients/node, then in examples/node: {}",
+            dir.display(),
+            last_line(&out.stderr)
+        )),
+        Ok(_) => Ok(Example {
+            program: "node",
+            script: dir.join("keyhaven_client.js"),
+        }),
     }
-    Ok(Example {
-        program: "node",
-        script: dir.join("keyhaven_client.js"),
-    })
 }
 
 /// Runs `body` with the example, or says why it cannot (a failure when CI

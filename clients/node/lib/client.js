@@ -1,0 +1,461 @@
+// The client: one gRPC channel to keyhavend, opened only after the daemon
+// has been checked (lib/trust.js) and then shaken hands with (Daemon.Status,
+// protocol 1). Every method returns a Promise; Watch is an async iterable.
+//
+// Deadlines: the handshake is bounded by `connectTimeoutMs` (5 s), each
+// unary call by `timeoutMs` (30 s), and a Watch by `timeoutMs` until the
+// daemon answers it (it registers the watcher first, so from then on no
+// change is missed), or with a snapshot until its first event; the stream
+// itself then runs until cancelled. Each method takes `{timeoutMs}` to
+// override its own deadline.
+'use strict';
+
+const path = require('path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const {
+  KeyhavenError,
+  InvalidArgumentError,
+  ProtocolMismatchError,
+  UnavailableError,
+  fromGrpc,
+  statusName,
+} = require('./errors');
+const { resolveSocket, trustedUids, verifyDaemon } = require('./trust');
+const {
+  Credential,
+  attributesToWire,
+  eventFromWire,
+  keyToWire,
+  metadataFromWire,
+  revisionToWire,
+  statusFromWire,
+  timestampToWire,
+} = require('./convert');
+
+/** The wire protocol this package speaks (StatusResponse.protocol). */
+const PROTOCOL = 1;
+
+const CONNECT_TIMEOUT_MS = 5000;
+const CALL_TIMEOUT_MS = 30000;
+/** Credentials asked for per List page (the daemon allows up to 1000). */
+const LIST_PAGE_SIZE = 500;
+
+/** The copy of keyhaven.proto shipped in this package. */
+const PROTO_DIR = path.join(__dirname, '..', 'proto');
+
+const contracts = new Map();
+
+// keyhaven.v1 from `protoDir/keyhaven/v1/keyhaven.proto`, loaded once per
+// directory. proto-loader bundles google/protobuf/timestamp.proto.
+function loadContract(protoDir) {
+  let v1 = contracts.get(protoDir);
+  if (!v1) {
+    let definition;
+    try {
+      definition = protoLoader.loadSync('keyhaven/v1/keyhaven.proto', {
+        includeDirs: [protoDir],
+        keepCase: true,
+        longs: String,
+        enums: String,
+        defaults: true,
+        oneofs: true,
+      });
+    } catch (e) {
+      throw new KeyhavenError(`cannot load keyhaven/v1/keyhaven.proto from ${protoDir}: ${e.message}`, { cause: e });
+    }
+    v1 = grpc.loadPackageDefinition(definition).keyhaven.v1;
+    contracts.set(protoDir, v1);
+  }
+  return v1;
+}
+
+function milliseconds(value, what, fallback) {
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new InvalidArgumentError(`${what} must be a positive number of milliseconds`);
+  }
+  return value;
+}
+
+function options(value, what) {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw new InvalidArgumentError(`${what} must be an object`);
+  return value;
+}
+
+// List and Watch filters: an absent field matches anything; serverId or
+// userId '' matches only empty ids (as the Rust client's ListFilter).
+function filterToWire(filter) {
+  const f = {};
+  for (const [field, wire] of [
+    ['provider', 'provider'],
+    ['serverId', 'server_id'],
+    ['userId', 'user_id'],
+  ]) {
+    const value = filter[field];
+    if (value === undefined || value === null) continue;
+    if (typeof value !== 'string') throw new InvalidArgumentError(`${field} must be a string`);
+    f[wire] = value;
+  }
+  f.match_empty_server_id = f.server_id !== undefined;
+  f.match_empty_user_id = f.user_id !== undefined;
+  if (filter.attributes !== undefined && filter.attributes !== null) {
+    f.attributes = attributesToWire(filter.attributes, 'attributes filter');
+  }
+  return f;
+}
+
+/**
+ * A connection to keyhavend. `new Client(options)` only decides the socket;
+ * the first call (or `connect()`) checks the daemon and shakes hands.
+ */
+class Client {
+  #explicit;
+  #trusted;
+  #protoDir;
+  #connectTimeoutMs;
+  #timeoutMs;
+  #opening = null;
+  #channel = null;
+  #services = null;
+  #watches = new Set();
+  #closed = false;
+
+  constructor(opts = {}) {
+    const o = options(opts, 'the client options');
+    const env = o.env || process.env;
+    const { path: socket, explicit } = resolveSocket({ socket: o.socket, env });
+    /** The socket this client talks to (absolute). */
+    this.socket = socket;
+    /** What the daemon said in the handshake; null before it. */
+    this.daemon = null;
+    this.#explicit = explicit;
+    this.#trusted = trustedUids(env, o.allowDaemonUid);
+    this.#protoDir = o.protoDir ? path.resolve(o.protoDir) : PROTO_DIR;
+    this.#connectTimeoutMs = milliseconds(o.connectTimeoutMs, 'connectTimeoutMs', CONNECT_TIMEOUT_MS);
+    this.#timeoutMs = milliseconds(o.timeoutMs, 'timeoutMs', CALL_TIMEOUT_MS);
+  }
+
+  /**
+   * Checks the socket (and, for a default path, its directory), connects and
+   * checks the daemon's protocol number. Nothing is sent when a check fails.
+   * Called by every method; call it first to learn early that the daemon is
+   * missing or untrusted. Resolves to the client.
+   */
+  connect() {
+    if (this.#closed) return Promise.reject(new KeyhavenError('the client is closed'));
+    if (!this.#opening) {
+      this.#opening = this.#open().catch((e) => {
+        this.#opening = null;
+        throw e;
+      });
+    }
+    return this.#opening.then(() => this);
+  }
+
+  async #open() {
+    verifyDaemon(this.socket, this.#explicit, this.#trusted);
+    const v1 = loadContract(this.#protoDir);
+    const channel = new grpc.Channel(`unix://${this.socket}`, grpc.credentials.createInsecure(), {});
+    const services = {
+      daemon: new v1.Daemon('', null, { channelOverride: channel }),
+      credentials: new v1.Credentials('', null, { channelOverride: channel }),
+    };
+    let status;
+    try {
+      status = await call(services.daemon, 'Status', {}, this.#connectTimeoutMs);
+    } catch (e) {
+      channel.close();
+      throw new UnavailableError(
+        `cannot talk to keyhavend at ${this.socket}: ${statusName(e.code)}: ${e.details}`,
+        { grpcCode: e.code, details: e.details, cause: e },
+      );
+    }
+    if (status.protocol !== PROTOCOL) {
+      channel.close();
+      throw new ProtocolMismatchError(
+        `keyhavend ${status.version} at ${this.socket} speaks protocol ${status.protocol}, but this client ` +
+          `speaks protocol ${PROTOCOL}; restart the daemon after an upgrade, or update the client`,
+      );
+    }
+    if (this.#closed) {
+      channel.close();
+      throw new KeyhavenError('the client is closed');
+    }
+    this.daemon = statusFromWire(status);
+    this.#channel = channel;
+    this.#services = services;
+  }
+
+  async #unary(method, rpc, request, opts, service = 'credentials') {
+    const timeoutMs = milliseconds(opts.timeoutMs, 'timeoutMs', this.#timeoutMs);
+    await this.connect();
+    try {
+      return await call(this.#services[service], rpc, request, timeoutMs);
+    } catch (e) {
+      throw fromGrpc(method, e);
+    }
+  }
+
+  /**
+   * Creates or replaces a credential. `secret` is a Buffer, Uint8Array or
+   * string (UTF-8). Options: `label` (absent clears it), `expiresAt` (Date
+   * or ms; absent: never), `expectedRevision` (0: only if absent; n: only if
+   * still at revision n; else ConflictError), `attributes` (absent keeps
+   * the stored ones, `{}` removes them, an object replaces them).
+   * Resolves to {metadata, created}.
+   */
+  async store(key, secret, opts) {
+    const o = options(opts, 'the store options');
+    let bytes;
+    if (typeof secret === 'string') bytes = Buffer.from(secret, 'utf8');
+    else if (secret instanceof Uint8Array) bytes = Buffer.from(secret.buffer, secret.byteOffset, secret.byteLength);
+    else throw new InvalidArgumentError('the secret must be a Buffer, a Uint8Array or a string');
+    const request = { key: keyToWire(key), secret: bytes };
+    if (o.label !== undefined && o.label !== null) {
+      if (typeof o.label !== 'string') throw new InvalidArgumentError('label must be a string');
+      request.label = o.label;
+    }
+    if (o.expiresAt !== undefined && o.expiresAt !== null) request.expires_at = timestampToWire(o.expiresAt, 'expiresAt');
+    if (o.expectedRevision !== undefined && o.expectedRevision !== null) {
+      request.expected_revision = revisionToWire(o.expectedRevision, 'expectedRevision');
+    }
+    if (o.attributes !== undefined && o.attributes !== null) {
+      request.attributes = attributesToWire(o.attributes);
+      request.clear_attributes = Object.keys(request.attributes).length === 0;
+    }
+    const reply = await this.#unary('store', 'Store', request, o);
+    return { metadata: metadataFromWire(reply.metadata), created: Boolean(reply.created) };
+  }
+
+  /** Reads a credential: resolves to a Credential {metadata, secret: Buffer}. */
+  async get(key, opts) {
+    const o = options(opts, 'the get options');
+    const reply = await this.#unary('get', 'Retrieve', { key: keyToWire(key) }, o);
+    // A copy, and the decoded bytes wiped: they may be a view into a larger
+    // receive buffer that would otherwise keep the token until collected.
+    const secret = Buffer.from(reply.secret);
+    reply.secret.fill(0);
+    return new Credential(metadataFromWire(reply.metadata), secret);
+  }
+
+  /**
+   * Removes a credential; `expectedRevision` makes it conditional. Resolves
+   * to its last metadata.
+   */
+  async delete(key, opts) {
+    const o = options(opts, 'the delete options');
+    const request = { key: keyToWire(key) };
+    if (o.expectedRevision !== undefined && o.expectedRevision !== null) {
+      request.expected_revision = revisionToWire(o.expectedRevision, 'expectedRevision');
+    }
+    const reply = await this.#unary('delete', 'Delete', request, o);
+    return metadataFromWire(reply.metadata);
+  }
+
+  /**
+   * The metadata of every credential matching the filter, in key order,
+   * across all pages. Filter: `provider`, `serverId`, `userId` (absent
+   * matches anything, '' only empty ids) and `attributes` (each must match
+   * exactly). `pageSize` (default 500, at most 1000) is per request.
+   */
+  async list(filter) {
+    const o = options(filter, 'the list filter');
+    const base = filterToWire(o);
+    const pageSize = o.pageSize === undefined ? LIST_PAGE_SIZE : o.pageSize;
+    if (!Number.isInteger(pageSize) || pageSize < 1) throw new InvalidArgumentError('pageSize must be a whole number of at least 1');
+    const out = [];
+    let pageToken = '';
+    for (;;) {
+      const page = await this.#unary('list', 'List', { ...base, page_size: pageSize, page_token: pageToken }, o);
+      for (const m of page.credentials) out.push(metadataFromWire(m));
+      if (!page.next_page_token) return out;
+      pageToken = page.next_page_token;
+    }
+  }
+
+  /**
+   * Watches changes matching the filter (as in list()). With `snapshot`,
+   * the current state comes first (SNAPSHOT events, then SYNCED). Resolves
+   * once the daemon has registered the watcher, to a Watch: iterate it with
+   * `for await`, end it with `cancel()`, `break`, or the `signal` option (an
+   * AbortSignal).
+   */
+  async watch(filter) {
+    const o = options(filter, 'the watch options');
+    const timeoutMs = milliseconds(o.timeoutMs, 'timeoutMs', this.#timeoutMs);
+    const request = { ...filterToWire(o), snapshot: Boolean(o.snapshot) };
+    const signal = o.signal;
+    if (signal !== undefined && signal !== null) {
+      if (typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+        throw new InvalidArgumentError('signal must be an AbortSignal');
+      }
+      signal.throwIfAborted();
+    }
+    await this.connect();
+    const stream = this.#services.credentials.Watch(request);
+    const watch = new Watch(stream, () => this.#watches.delete(watch));
+    this.#watches.add(watch);
+    try {
+      await watch.answered(timeoutMs, signal, request.snapshot);
+    } catch (e) {
+      watch.cancel();
+      throw e;
+    }
+    return watch;
+  }
+
+  /**
+   * Logs out of a server: deletes every credential of `provider` and
+   * `serverId` (and `userId`, when given) in one transaction. Resolves to
+   * what was deleted; nothing to delete is not an error.
+   */
+  async logout(provider, serverId = '', userId, opts) {
+    const o = options(opts, 'the logout options');
+    if (typeof provider !== 'string') throw new InvalidArgumentError('provider must be a string');
+    if (typeof serverId !== 'string') throw new InvalidArgumentError('serverId must be a string');
+    const request = { provider, server_id: serverId };
+    if (userId !== undefined && userId !== null) {
+      if (typeof userId !== 'string') throw new InvalidArgumentError('userId must be a string');
+      request.user_id = userId;
+    }
+    const reply = await this.#unary('logout', 'Logout', request, o);
+    return reply.deleted.map(metadataFromWire);
+  }
+
+  /** What the daemon says about itself now (Daemon.Status). */
+  async status(opts) {
+    const o = options(opts, 'the status options');
+    return statusFromWire(await this.#unary('status', 'Status', {}, o, 'daemon'));
+  }
+
+  /** Ends every open Watch and closes the connection. */
+  close() {
+    this.#closed = true;
+    for (const watch of this.#watches) watch.cancel();
+    if (this.#channel) this.#channel.close();
+  }
+}
+
+/** Connects as `options` say: resolves to a Client that has shaken hands. */
+function connect(opts) {
+  return new Promise((resolve) => resolve(new Client(opts))).then((client) => client.connect());
+}
+
+// A unary call as a Promise, bounded by `timeoutMs`.
+function call(service, rpc, request, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    service[rpc](request, { deadline: new Date(Date.now() + timeoutMs) }, (err, reply) =>
+      err ? reject(err) : resolve(reply),
+    );
+  });
+}
+
+/**
+ * An open Watch: an async iterable of events {kind, metadata, time, actor,
+ * missed}, never a secret. Only one loop may iterate it. The loop ends when
+ * the watch is cancelled; it throws UnavailableError when the daemon ends
+ * the stream (it is shutting down: watch again with `snapshot`).
+ */
+class Watch {
+  #stream;
+  #onClose;
+  #cancelled = false;
+  #error = null;
+  #iterating = false;
+  #finished = false;
+
+  constructor(stream, onClose) {
+    this.#stream = stream;
+    this.#onClose = onClose;
+    // Kept from the start: an error that comes before the loop begins must
+    // not be lost.
+    stream.on('error', (e) => {
+      if (!this.#cancelled && !this.#error) this.#error = fromGrpc('watch', e);
+    });
+    stream.on('status', () => this.#done());
+  }
+
+  // Resolves when the daemon answers: its response headers, or with a
+  // snapshot its first event, which is due at once (a daemon that accepted
+  // the call and sends nothing is as hung as one that does not answer;
+  // without a snapshot the first event waits for the first change). Rejects
+  // with the daemon's error, with UnavailableError after `timeoutMs`, or
+  // with the signal's reason.
+  answered(timeoutMs, signal, snapshot) {
+    // 'readable' says an event is buffered without taking it from the stream.
+    const answer = snapshot ? 'readable' : 'metadata';
+    return new Promise((resolve, reject) => {
+      const settle = (fn, value) => {
+        clearTimeout(timer);
+        this.#stream.removeListener(answer, onAnswer);
+        this.#stream.removeListener('status', onStatus);
+        fn(value);
+      };
+      const onAnswer = () => settle(resolve);
+      const onStatus = () =>
+        settle(reject, this.#error || new UnavailableError('watch: the daemon ended the stream before answering'));
+      // Before the answer, an abort rejects; after it, it ends the loop.
+      const onAbort = () => {
+        this.cancel();
+        settle(reject, signal.reason);
+      };
+      const late = snapshot ? 'accepted the watch but sent no snapshot' : 'did not answer the watch';
+      const timer = setTimeout(
+        () =>
+          settle(
+            reject,
+            new UnavailableError(`watch: DEADLINE_EXCEEDED: keyhavend ${late} within ${timeoutMs} ms`, {
+              grpcCode: grpc.status.DEADLINE_EXCEEDED,
+            }),
+          ),
+        timeoutMs,
+      );
+      this.#stream.on(answer, onAnswer);
+      this.#stream.on('status', onStatus);
+      if (signal) {
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      }
+    });
+  }
+
+  /** Ends the watch: the loop over it finishes without an error. */
+  cancel() {
+    if (this.#cancelled) return;
+    this.#cancelled = true;
+    this.#stream.cancel();
+    this.#done();
+  }
+
+  #done() {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#onClose();
+  }
+
+  async *#events() {
+    try {
+      for await (const event of this.#stream) {
+        if (this.#cancelled) return;
+        yield eventFromWire(event);
+      }
+      if (this.#error) throw this.#error;
+    } catch (e) {
+      if (this.#cancelled) return;
+      throw this.#error || fromGrpc('watch', e);
+    } finally {
+      this.cancel();
+    }
+  }
+
+  [Symbol.asyncIterator]() {
+    if (this.#iterating) throw new KeyhavenError('a Watch can be iterated only once');
+    this.#iterating = true;
+    return this.#events();
+  }
+}
+
+module.exports = { Client, Watch, connect, PROTOCOL };
