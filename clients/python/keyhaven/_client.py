@@ -91,8 +91,9 @@ class Client:
         self.watch_start_timeout = watch_start_timeout
         verify_daemon(self.socket_path, named, connect_timeout)
         self._channel = grpc.insecure_channel("unix://" + self.socket_path, options=_CHANNEL_OPTIONS)
-        self._credentials = rpc.CredentialsStub(self._channel)
-        self._daemon = rpc.DaemonStub(self._channel)
+        # The generated stubs carry no annotations.
+        self._credentials: Any = rpc.CredentialsStub(self._channel)  # type: ignore[no-untyped-call]
+        self._daemon: Any = rpc.DaemonStub(self._channel)  # type: ignore[no-untyped-call]
         try:
             #: The daemon's Status as of the handshake.
             self.daemon_status: DaemonStatus = self._handshake()
@@ -106,8 +107,8 @@ class Client:
         except grpc.RpcError as e:
             raise Unavailable(
                 "cannot talk to keyhavend at %s: %s: %s"
-                % (self.socket_path, e.code().name, e.details()),  # type: ignore[attr-defined]
-                code=e.code(),  # type: ignore[attr-defined]
+                % (self.socket_path, e.code().name, e.details()),
+                code=e.code(),
             ) from e
         status = DaemonStatus.from_wire(reply)
         if status.protocol != PROTOCOL:

@@ -156,4 +156,4 @@ def error_for_status(
 def error_for_rpc(error: grpc.RpcError, what: str) -> KeyhavenError:
     """`error_for_status` for a grpc.RpcError raised by a call."""
     # Every RpcError grpcio raises for a call is also a grpc.Call.
-    return error_for_status(error.code(), error.details(), what)  # type: ignore[attr-defined]
+    return error_for_status(error.code(), error.details(), what)

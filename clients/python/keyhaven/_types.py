@@ -230,7 +230,8 @@ def _time(message: object, name: str) -> datetime.datetime | None:
     if not message.HasField(name):  # type: ignore[attr-defined]
         return None
     ts: timestamp_pb2.Timestamp = getattr(message, name)
-    return ts.ToDatetime(tzinfo=datetime.timezone.utc)
+    when: datetime.datetime = ts.ToDatetime(tzinfo=datetime.timezone.utc)
+    return when
 
 
 def timestamp(when: datetime.datetime) -> timestamp_pb2.Timestamp:
