@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """A keyhaven client in Python: store, get and watch credentials.
 
-A short command-line use of the keyhaven package (clients/python). Install it
-with `pip install ./clients/python`; run from a checkout, this script finds
-the package there by itself and needs only grpcio and protobuf.
+A short command-line use of the keyhaven package (clients/python). Run from
+a checkout, it uses the package there and needs only grpcio and protobuf;
+copied elsewhere, it needs the package installed (`pip install
+./clients/python`).
 
     printf 'tok-123' | python3 keyhaven_client.py store jellyfin srv-1 user-1
     python3 keyhaven_client.py get jellyfin srv-1 user-1
@@ -43,18 +44,18 @@ class Failure(Exception):
 
 
 def import_keyhaven():
-    """The installed keyhaven package, else the one in this checkout."""
+    """The keyhaven package beside this script when it runs from a checkout
+    (so the two always match), else the installed one."""
+    checkout = REPO_ROOT / "clients" / "python"
+    if (checkout / "keyhaven" / "__init__.py").is_file():
+        sys.path.insert(0, str(checkout))
     try:
         import keyhaven
-    except ImportError:
-        sys.path.insert(0, str(REPO_ROOT / "clients" / "python"))
-        try:
-            import keyhaven
-        except Exception as e:  # ImportError, or the generated code's version checks
-            raise Failure(
-                "this client needs the keyhaven package (pip install ./clients/python), "
-                "or grpcio and protobuf to use it from this checkout: %s" % e
-            ) from e
+    except Exception as e:  # ImportError, or the generated code's version checks
+        raise Failure(
+            "this client needs the keyhaven package, or grpcio and protobuf for the one "
+            "in clients/python (pip install ./clients/python installs all three): %s" % e
+        ) from e
     return keyhaven
 
 
