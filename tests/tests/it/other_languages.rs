@@ -26,8 +26,7 @@ use keyhaven_proto::exit;
 use keyhaven_proto::paths::{SOCKET_NAME, current_uid};
 use keyhaven_tests::{TestEnv, is_root, set_mode, skip};
 
-/// Longest a single example run may take (interpreter start-up and, for
-/// Python, generating the gRPC code).
+/// Longest a single example run may take (interpreter and gRPC start-up).
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a watcher may take to subscribe, and then to see the event.
 const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,14 +57,20 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The Python example, if `python3` on PATH can import grpc and grpc_tools.
+/// The Python example, if `python3` on PATH can import the keyhaven
+/// package of clients/python (where the example finds it when it is not
+/// installed), i.e. has grpcio and protobuf recent enough for its
+/// generated code.
 fn python() -> Result<Example, String> {
     let mut probe = Command::new("python3");
-    probe.args(["-c", "import grpc, grpc_tools"]);
+    probe
+        .args(["-c", "import keyhaven"])
+        .env("PYTHONPATH", repo_root().join("clients/python"));
     match run_bounded(probe, b"", RUN_TIMEOUT) {
         Err(e) => Err(format!("python3 is not on PATH ({e})")),
         Ok(out) if !out.status.success() => Err(format!(
-            "python3 cannot import grpc / grpc_tools (pip install grpcio grpcio-tools): {}",
+            "python3 cannot import the keyhaven package of clients/python \
+             (pip install ./clients/python, or grpcio and protobuf): {}",
             last_line(&out.stderr)
         )),
         Ok(_) => Ok(Example {
