@@ -861,3 +861,100 @@ fn last_line(bytes: &[u8]) -> String {
         .unwrap_or("")
         .to_owned()
 }
+
+/// The flow of docs/integrating.md across languages: one app (Python)
+/// logs in and stores the token with its attributes; a new app (Node)
+/// finds the login by its server, shows its names and reuses the token and
+/// device id; the CLI sees the same login.
+#[test]
+fn a_login_stored_from_python_is_found_and_reused_from_node() {
+    let test = "a_login_stored_from_python_is_found_and_reused_from_node";
+    if let Err(why) = python().and_then(|_| node()) {
+        return run_or_skip(test, Err(why), |_| {});
+    }
+    let env = TestEnv::new();
+    let _daemon = env.spawn_daemon(&[]);
+    let socket = env.socket();
+    let root = repo_root();
+    let store = format!(
+        r#"
+import sys
+sys.path.insert(0, {python_pkg:?})
+import keyhaven
+with keyhaven.connect({socket:?}) as client:
+    client.store(
+        keyhaven.Key("jellyfin", "4fd1c2e7", "a1b2c3"),
+        b"tok-from-python",
+        attributes={{
+            "server_url": "https://jf.example.org",
+            "server_name": "Living room",
+            "user_name": "alice",
+            "device_id": "dev-py-1",
+            "client_name": "PyApp",
+        }},
+    )
+"#,
+        python_pkg = root.join("clients/python").display().to_string(),
+        socket = socket.display().to_string(),
+    );
+    let out = run_bounded(
+        {
+            let mut c = Command::new("python3");
+            c.args(["-c", &store]);
+            c
+        },
+        b"",
+        RUN_TIMEOUT,
+    )
+    .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let find = format!(
+        r#"
+const keyhaven = require({node_pkg:?});
+(async () => {{
+  const client = await keyhaven.connect({{ socket: {socket:?} }});
+  const logins = await client.list({{ provider: "jellyfin", attributes: {{ server_url: "https://jf.example.org" }} }});
+  const {{ secret }} = await client.get(logins[0].key);
+  console.log(JSON.stringify({{
+    count: logins.length,
+    shown: `${{logins[0].attributes.server_name}} as ${{logins[0].attributes.user_name}}`,
+    device: logins[0].attributes.device_id,
+    token: secret.toString(),
+  }}));
+  client.close();
+}})().catch((e) => {{ console.error(e.message); process.exit(1); }});
+"#,
+        node_pkg = root.join("clients/node").display().to_string(),
+        socket = socket.display().to_string(),
+    );
+    let out = run_bounded(
+        {
+            let mut c = Command::new("node");
+            c.args(["-e", &find]);
+            c
+        },
+        b"",
+        RUN_TIMEOUT,
+    )
+    .expect("node runs");
+    assert!(
+        out.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["count"], 1, "{found}");
+    assert_eq!(found["shown"], "Living room as alice");
+    assert_eq!(found["device"], "dev-py-1");
+    assert_eq!(found["token"], "tok-from-python");
+
+    let out = env.cli(&["list", "--json", "--attr", "client_name=PyApp"], b"");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["attributes"]["device_id"], "dev-py-1");
+}
