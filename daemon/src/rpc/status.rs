@@ -51,6 +51,7 @@ impl From<ServiceError> for Status {
                 | StoreError::Read(_)
                 | StoreError::Group(_)
                 | StoreError::Sqlite(_)
+                | StoreError::Write(_)
                 | StoreError::Migrate(_)
                 | StoreError::WrongKey { .. }
                 | StoreError::MissingKey { .. }

@@ -29,7 +29,6 @@ use tokio::time::Instant;
 
 use keyhaven_proto::CanonicalKey;
 use keyhaven_proto::time::now_unix_ms;
-use sqlx::FromRow;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::identity::Identity;
@@ -310,26 +309,38 @@ impl AuditLog {
             ));
         }
         let k = filter.key.as_ref();
-        let rows: Vec<EntryRow> = sqlx::query_as(
-            "SELECT id, at, uid, pid, executable, app_id, operation, provider, server_id, \
-             user_id, token_type, outcome, detail FROM audit_log \
-             WHERE (?1 IS NULL OR (provider = ?1 AND server_id = ?2 AND user_id = ?3 AND token_type = ?4)) \
-             AND (?5 IS NULL OR executable LIKE ?5 ESCAPE '\\' OR app_id LIKE ?5 ESCAPE '\\') \
-             AND (?6 IS NULL OR at >= ?6) AND (?7 IS NULL OR at < ?7) \
-             AND (?8 IS NULL OR id < ?8) \
-             ORDER BY id DESC LIMIT ?9",
-        )
-        .bind(k.map(CanonicalKey::provider))
-        .bind(k.map(CanonicalKey::server_id))
-        .bind(k.map(CanonicalKey::user_id))
-        .bind(k.map(CanonicalKey::token_type))
-        .bind(escaped)
-        .bind(filter.since)
-        .bind(filter.until)
-        .bind(filter.before_id)
-        .bind(i64::from(filter.limit))
-        .fetch_all(self.store.reader())
-        .await?;
+        let params: Vec<rusqlite::types::Value> = {
+            use rusqlite::types::Value;
+            let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
+            let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+            vec![
+                text(k.map(CanonicalKey::provider)),
+                text(k.map(CanonicalKey::server_id)),
+                text(k.map(CanonicalKey::user_id)),
+                text(k.map(CanonicalKey::token_type)),
+                text(escaped.as_deref()),
+                int(filter.since),
+                int(filter.until),
+                int(filter.before_id),
+                Value::Integer(i64::from(filter.limit)),
+            ]
+        };
+        let rows: Vec<EntryRow> = self
+            .store
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT id, at, uid, pid, executable, app_id, operation, provider, server_id, \
+                     user_id, token_type, outcome, detail FROM audit_log \
+                     WHERE (?1 IS NULL OR (provider = ?1 AND server_id = ?2 AND user_id = ?3 AND token_type = ?4)) \
+                     AND (?5 IS NULL OR executable LIKE ?5 ESCAPE '\\' OR app_id LIKE ?5 ESCAPE '\\') \
+                     AND (?6 IS NULL OR at >= ?6) AND (?7 IS NULL OR at < ?7) \
+                     AND (?8 IS NULL OR id < ?8) \
+                     ORDER BY id DESC LIMIT ?9",
+                )?
+                .query_map(rusqlite::params_from_iter(params.iter()), EntryRow::from_sqlite)?
+                .collect()
+            })
+            .await?;
         Ok(rows.into_iter().map(EntryRow::into_entry).collect())
     }
 
@@ -337,16 +348,16 @@ impl AuditLog {
     /// Beyond `max_entries` nothing younger is deleted: a WARN says the log
     /// is over its size and why.
     pub async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
-        let _guard = self.store.write_lock().await;
         let cutoff =
             now_unix_ms() - i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
-        let by_age = sqlx::query("DELETE FROM audit_log WHERE at < ?")
-            .bind(cutoff)
-            .execute(self.store.writer())
-            .await?
-            .rows_affected();
-        let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log")
-            .fetch_one(self.store.writer())
+        let (by_age, kept) = self
+            .store
+            .write(move |conn| {
+                let by_age = conn.execute("DELETE FROM audit_log WHERE at < ?", [cutoff])?;
+                let kept: i64 =
+                    conn.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))?;
+                Ok((by_age as u64, kept))
+            })
             .await?;
         if u64::try_from(kept).unwrap_or(0) > retention.max_entries {
             tracing::warn!(
@@ -362,7 +373,6 @@ impl AuditLog {
     }
 }
 
-#[derive(FromRow)]
 struct EntryRow {
     id: i64,
     at: i64,
@@ -380,6 +390,24 @@ struct EntryRow {
 }
 
 impl EntryRow {
+    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            uid: r.get(2)?,
+            pid: r.get(3)?,
+            executable: r.get(4)?,
+            app_id: r.get(5)?,
+            operation: r.get(6)?,
+            provider: r.get(7)?,
+            server_id: r.get(8)?,
+            user_id: r.get(9)?,
+            token_type: r.get(10)?,
+            outcome: r.get(11)?,
+            detail: r.get(12)?,
+        })
+    }
+
     fn into_entry(self) -> Entry {
         let key = match (
             &self.provider,
@@ -474,32 +502,50 @@ async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &A
 }
 
 async fn write_batch(store: &Database, batch: &[Record]) -> Result<(), StoreError> {
-    let _guard = store.write_lock().await;
-    let mut tx = store.writer().begin().await?;
-    for chunk in batch.chunks(ROWS_PER_INSERT) {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO audit_log (at, uid, pid, executable, app_id, operation, provider, \
-             server_id, user_id, token_type, outcome, detail) ",
-        );
-        insert.push_values(chunk, |mut row, r| {
+    use rusqlite::types::Value;
+    const COLUMNS: usize = 12;
+    let rows: Vec<[Value; COLUMNS]> = batch
+        .iter()
+        .map(|r| {
             let k = r.key.as_ref();
-            row.push_bind(r.at)
-                .push_bind(i64::from(r.caller.uid))
-                .push_bind(i64::from(r.caller.pid))
-                .push_bind(r.caller.executable.clone().unwrap_or_default())
-                .push_bind(r.caller.app_id.clone().unwrap_or_default())
-                .push_bind(r.operation.as_str())
-                .push_bind(k.map(|k| k.provider().to_owned()))
-                .push_bind(k.map(|k| k.server_id().to_owned()))
-                .push_bind(k.map(|k| k.user_id().to_owned()))
-                .push_bind(k.map(|k| k.token_type().to_owned()))
-                .push_bind(r.outcome.clone())
-                .push_bind(r.detail.clone());
-        });
-        insert.build().execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+            let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
+            [
+                Value::Integer(r.at),
+                Value::Integer(i64::from(r.caller.uid)),
+                Value::Integer(i64::from(r.caller.pid)),
+                Value::Text(r.caller.executable.as_deref().unwrap_or("").to_owned()),
+                Value::Text(r.caller.app_id.as_deref().unwrap_or("").to_owned()),
+                Value::Text(r.operation.as_str().to_owned()),
+                text(k.map(CanonicalKey::provider)),
+                text(k.map(CanonicalKey::server_id)),
+                text(k.map(CanonicalKey::user_id)),
+                text(k.map(CanonicalKey::token_type)),
+                Value::Text(r.outcome.clone()),
+                Value::Text(r.detail.clone()),
+            ]
+        })
+        .collect();
+    store
+        .write(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let mut sql = String::from(
+                    "INSERT INTO audit_log (at, uid, pid, executable, app_id, operation, provider, \
+                     server_id, user_id, token_type, outcome, detail) VALUES ",
+                );
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?)");
+                }
+                tx.prepare_cached(&sql)?
+                    .execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
 }
 
 /// The canonical gRPC name of a status code.

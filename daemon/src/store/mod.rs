@@ -1,23 +1,30 @@
 //! The credential store: SQLite, every secret sealed.
 //!
 //! WAL mode with `synchronous=FULL`, so an acknowledged write survives a
-//! crash or power loss. Writes are serialized by one write lock: Stores
-//! are committed in groups on a rusqlite connection (see [`Store::put`]);
-//! deletions, rotation and the audit log go through sqlx's single writer.
-//! Retrieve and List read through [`Readers`] on the request's own thread;
-//! other reads use sqlx's reader pool. The database file is created 0600
-//! before SQLite opens it, so the `-wal` and `-shm` files inherit that mode.
+//! crash or power loss. The database is reached through rusqlite only:
+//!
+//! - every write goes through [`writer`]: one thread owns the only
+//!   read-write connection and runs writes one after another (Stores in
+//!   groups, one transaction and one fsync per group; deletions, expiry,
+//!   rotation, key attachment and audit batches as jobs). No lock between
+//!   writers exists because there is only one. Events are published on that
+//!   thread right after each commit, so they go out in revision order;
+//! - reads go through [`readers`]: read-only connections used on the
+//!   request's own thread (a WAL reader never waits for the writer).
+//!
+//! sqlx serves in one place: [`Database::open`] applies the migrations with
+//! `sqlx::migrate!` on a connection of its own, because every store since
+//! the first records them in sqlx's `_sqlx_migrations` table. (The CLI also
+//! reads Reel's foreign database with sqlx.) The database file is created
+//! 0600 before SQLite opens it, so the `-wal` and `-shm` files inherit
+//! that mode.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyhaven_proto::{CanonicalKey, Secret, time::now_unix_ms};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{FromRow, Sqlite, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::StartError;
 use crate::fsutil;
@@ -25,6 +32,7 @@ use crate::identity::Identity;
 use crate::store::crypto::{CryptoError, DataKey, Sealed};
 use crate::store::events::{Event, EventBus, EventKind};
 use crate::store::readers::{ReadError, Readers};
+use crate::store::writer::{WriteError, Writer};
 
 pub mod attributes;
 pub mod audit;
@@ -32,6 +40,7 @@ pub mod crypto;
 pub(crate) mod events;
 pub(crate) mod model;
 pub(crate) mod readers;
+pub(crate) mod writer;
 
 pub use model::{AttributeChange, ListFilter, Metadata, Put};
 
@@ -100,16 +109,19 @@ pub enum StoreError {
     /// Sealing failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    /// SQLite failed.
+    /// SQLite failed while migrating.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// The transaction this Store was grouped into failed; nothing of the
     /// group was written.
     #[error("database error: {0}")]
     Group(String),
-    /// SQLite failed on the group writer's connection.
+    /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The write did not run (the store is closing, or the job failed).
+    #[error("database write failed: {0}")]
+    Write(#[from] WriteError),
     /// A read on the request's thread failed.
     #[error("database read failed: {0}")]
     Read(#[from] ReadError),
@@ -128,7 +140,6 @@ fn conflict_message(key: &CanonicalKey, expected: u64, actual: Option<u64>) -> S
     }
 }
 
-#[derive(FromRow)]
 struct Row {
     id: i64,
     provider: String,
@@ -143,9 +154,7 @@ struct Row {
     attributes: Option<Vec<u8>>,
 }
 
-#[derive(FromRow)]
 struct SealedRow {
-    #[sqlx(flatten)]
     row: Row,
     ciphertext: Vec<u8>,
     nonce: Vec<u8>,
@@ -228,63 +237,39 @@ impl Row {
 }
 
 /// An open, migrated database whose data key is not attached yet. Cheap
-/// to clone (the pools are shared).
+/// to clone: clones share the writer thread and the readers.
 #[derive(Debug, Clone)]
 pub struct Database {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: Writer<PutJob>,
     readers: Arc<Readers>,
-    groups: Arc<GroupWriter>,
-    /// Held by every write transaction of this process (credentials, audit
-    /// log, rotation), so the two write connections never contend inside
-    /// SQLite, where a waiter would sleep in SQLite's busy handler.
-    write_lock: Arc<tokio::sync::Mutex<()>>,
     path: PathBuf,
 }
 
-/// The store, ready to serve: database plus data key, and the handle of
-/// the task that commits Stores in groups.
-///
-/// Every write holds `write_lock` from its transaction's start until its
-/// events are published, so events go out in revision order.
+/// The data key in use, swapped by a rotation on the writer thread.
+type KeyCell = std::sync::RwLock<Arc<DataKey>>;
+
+/// The store, ready to serve: the database plus its data key and the
+/// change feed writes are published on.
 #[derive(Debug, Clone)]
 pub struct Store {
-    core: Core,
-    puts: mpsc::Sender<PutJob>,
-}
-
-/// What every write needs; shared by [`Store`] and its committer task.
-#[derive(Debug, Clone)]
-pub struct Core {
-    inner: Arc<Database>,
-    key: Arc<std::sync::RwLock<Arc<DataKey>>>,
+    db: Database,
+    key: Arc<KeyCell>,
     events: EventBus,
-    write_lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl std::ops::Deref for Store {
-    type Target = Core;
-
-    fn deref(&self) -> &Core {
-        &self.core
-    }
 }
 
 /// A Store waiting for its group's commit.
 struct PutJob {
     put: Put,
     actor: Identity,
+    key: Arc<KeyCell>,
+    events: EventBus,
     reply: oneshot::Sender<Result<(Metadata, bool), StoreError>>,
 }
 
-/// Most Stores committed in one transaction.
-const MAX_GROUP: usize = 256;
-/// Stores queued for the committer before callers wait to queue.
-const PUT_QUEUE: usize = 4096;
-
 impl Database {
     /// Opens (creating if needed) the database at `path`, whose directory
-    /// must already be private, and applies pending migrations.
+    /// must already be private, applies pending migrations, and starts the
+    /// writer thread.
     pub async fn open(path: &Path) -> Result<Self, StartError> {
         refuse_lost_wal(path)?;
         fsutil::ensure_private_file(path)?;
@@ -297,99 +282,80 @@ impl Database {
             }
         }
         refuse_read_only(path)?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
         let refused = |e: StoreError| open_refused(path, e);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| refused(e.into()))?;
-        MIGRATOR.run(&writer).await.map_err(|e| refused(e.into()))?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(|e| refused(e.into()))?;
+        migrate(path).await.map_err(refused)?;
+        let writer = Writer::start(path, commit_group).map_err(|e| refused(e.into()))?;
         Ok(Self {
             writer,
-            reader,
             readers: Readers::new(path),
-            groups: Arc::new(GroupWriter::new(path)),
-            write_lock: Arc::new(tokio::sync::Mutex::new(())),
             path: path.to_path_buf(),
         })
+    }
+
+    /// Runs `job` on the write connection (see [`writer`]).
+    pub(crate) async fn write<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        self.writer.run(job).await?
+    }
+
+    /// Runs `read` on a read-only connection (see [`readers`]).
+    pub(crate) async fn read<R, F>(&self, read: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(&rusqlite::Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        Ok(self.readers.read(read).await?)
     }
 
     /// The ids of the data keys this store was sealed with; empty for a
     /// store that has never been keyed.
     pub async fn key_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT key_id FROM data_keys ORDER BY created_at")
-                .fetch_all(&self.reader)
-                .await?,
-        )
+        self.read(|conn| {
+            conn.prepare_cached("SELECT key_id FROM data_keys ORDER BY created_at")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .await
     }
 
     /// The ids of the keys the stored credentials are sealed with (empty
     /// when there are none): any key that opens them must have one of these.
     pub async fn row_key_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT DISTINCT key_id FROM auth_tokens ORDER BY key_id")
-                .fetch_all(&self.reader)
-                .await?,
-        )
+        self.read(|conn| {
+            conn.prepare_cached("SELECT DISTINCT key_id FROM auth_tokens ORDER BY key_id")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .await
     }
 
-    /// The single writer connection's pool (for the audit log).
-    pub(crate) fn writer(&self) -> &SqlitePool {
-        &self.writer
-    }
-
-    /// Taken around every write transaction (see the field).
-    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.write_lock.lock().await
-    }
-
-    /// The readers' pool (for the audit log).
-    pub(crate) fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
-
-    /// Closes both pools, checkpointing the WAL.
+    /// Finishes the queued writes and closes every connection, which
+    /// checkpoints the WAL.
     pub async fn close(&self) {
         self.readers.close();
-        self.groups.close();
-        self.reader.close().await;
         self.writer.close().await;
     }
 
     /// How many credentials are stored (no key needed).
     pub async fn count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM auth_tokens")
-            .fetch_one(&self.reader)
+        let n: i64 = self
+            .read(|conn| conn.query_row("SELECT COUNT(*) FROM auth_tokens", [], |r| r.get(0)))
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// This store's random id.
     pub async fn store_id(&self) -> Result<String, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM store_info WHERE name = 'store_id'")
-                .fetch_one(&self.reader)
-                .await?,
-        )
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT value FROM store_info WHERE name = 'store_id'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     /// The database file.
@@ -401,198 +367,126 @@ impl Database {
     /// the store has never seen it and no credential is sealed with another
     /// key. Forgets recorded keys no credential uses any more.
     pub async fn with_key(&self, key: DataKey, events: EventBus) -> Result<Store, StoreError> {
-        let _guard = self.write_lock().await;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let known: Vec<(String, Vec<u8>, Vec<u8>)> =
-            sqlx::query_as("SELECT key_id, check_nonce, check_value FROM data_keys")
-                .fetch_all(&mut *tx)
-                .await?;
-        let sealed_with: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT key_id FROM auth_tokens")
-                .fetch_all(&mut *tx)
-                .await?;
-        let is_known = known.iter().any(|(id, _, _)| id == key.id());
-        if !is_known && sealed_with.iter().any(|id| id != key.id()) {
-            return Err(StoreError::WrongKey {
-                expected: sealed_with.join(", "),
-                found: key.id().to_owned(),
+        let key = Arc::new(key);
+        let attach = key.clone();
+        self.write(move |conn| attach_key(conn, &attach)).await?;
+        Ok(Store {
+            db: self.clone(),
+            key: Arc::new(std::sync::RwLock::new(key)),
+            events,
+        })
+    }
+}
+
+/// Applies pending migrations on a connection of their own. This is the
+/// one place sqlx still touches the store: `sqlx::migrate!` embeds the
+/// migrations and records them in `_sqlx_migrations`, as every store since
+/// the first has.
+async fn migrate(path: &Path) -> Result<(), StoreError> {
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(false)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    MIGRATOR.run(&mut conn).await?;
+    sqlx::Connection::close(conn).await?;
+    Ok(())
+}
+
+/// [`Database::with_key`]'s transaction.
+fn attach_key(conn: &mut rusqlite::Connection, key: &DataKey) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let known: Vec<(String, Vec<u8>, Vec<u8>)> = tx
+        .prepare("SELECT key_id, check_nonce, check_value FROM data_keys")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let sealed_with: Vec<String> = tx
+        .prepare("SELECT DISTINCT key_id FROM auth_tokens")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let is_known = known.iter().any(|(id, _, _)| id == key.id());
+    if !is_known && sealed_with.iter().any(|id| id != key.id()) {
+        return Err(StoreError::WrongKey {
+            expected: sealed_with.join(", "),
+            found: key.id().to_owned(),
+        });
+    }
+    if !is_known {
+        let check = key.seal_check()?;
+        tx.execute(
+            "INSERT INTO data_keys (key_id, check_nonce, check_value, created_at) VALUES (?, ?, ?, ?)",
+            rusqlite::params![key.id(), check.nonce, check.ciphertext, now_unix_ms()],
+        )?;
+    } else if let Some((_, nonce, value)) = known.iter().find(|(id, _, _)| id == key.id()) {
+        let check = Sealed {
+            nonce: nonce.clone(),
+            ciphertext: value.clone(),
+        };
+        if !key.verify_check(&check) {
+            return Err(StoreError::MissingKey {
+                key_id: key.id().to_owned(),
             });
         }
-        if !is_known {
-            let check = key.seal_check()?;
-            sqlx::query(
-                "INSERT INTO data_keys (key_id, check_nonce, check_value, created_at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(key.id())
-            .bind(&check.nonce)
-            .bind(&check.ciphertext)
-            .bind(now_unix_ms())
-            .execute(&mut *tx)
-            .await?;
-        } else if let Some((_, nonce, value)) = known.iter().find(|(id, _, _)| id == key.id()) {
-            let check = Sealed {
-                nonce: nonce.clone(),
-                ciphertext: value.clone(),
-            };
-            if !key.verify_check(&check) {
-                return Err(StoreError::MissingKey {
-                    key_id: key.id().to_owned(),
-                });
-            }
-        }
-        sqlx::query(
-            "DELETE FROM data_keys WHERE key_id != ? \
-             AND key_id NOT IN (SELECT DISTINCT key_id FROM auth_tokens)",
-        )
-        .bind(key.id())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let core = Core {
-            inner: Arc::new(self.clone()),
-            key: Arc::new(std::sync::RwLock::new(Arc::new(key))),
-            events,
-            write_lock: self.write_lock.clone(),
-        };
-        let (puts, queue) = mpsc::channel(PUT_QUEUE);
-        tokio::spawn(commit_groups(core.clone(), queue));
-        Ok(Store { core, puts })
     }
+    forget_unused(&tx, key.id())?;
+    tx.commit()?;
+    Ok(())
 }
 
-/// The committer: one group per loop, as large as the queue at that moment.
-async fn commit_groups(core: Core, mut queue: mpsc::Receiver<PutJob>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = queue.recv().await {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        core.commit_group(std::mem::take(&mut group)).await;
-    }
+/// Deletes recorded keys other than `current` that seal no credential.
+fn forget_unused(conn: &rusqlite::Connection, current: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM data_keys WHERE key_id != ? \
+         AND key_id NOT IN (SELECT DISTINCT key_id FROM auth_tokens)",
+        [current],
+    )
 }
 
-impl Core {
-    /// The data key in use.
-    pub fn key(&self) -> Arc<DataKey> {
-        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Writes `jobs` in one transaction, then publishes their events in
-    /// revision order and answers each caller.
-    async fn commit_group(&self, jobs: Vec<PutJob>) {
-        // The lock comes first: a rotation holds it, so the key read here
-        // is the one every row will be sealed with when this group commits.
-        let _guard = self.write_lock.lock().await;
-        let key = self.key();
-        let (replies, puts): (Vec<_>, Vec<_>) = jobs
-            .into_iter()
-            .map(|j| (j.reply, (j.put, j.actor)))
-            .unzip();
-        let now = now_unix_ms();
-        let groups = self.inner.groups.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            groups.with_conn(|conn| write_group(conn, &key, puts, now))
-        })
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Group("the group writer panicked".to_owned())));
-        match written {
-            Ok(outcomes) => {
-                for (outcome, reply) in outcomes.into_iter().zip(replies) {
-                    if let Ok((meta, created, actor)) = &outcome {
-                        self.events.publish(Event {
-                            kind: if *created {
-                                EventKind::Stored
-                            } else {
-                                EventKind::Updated
-                            },
-                            metadata: meta.clone(),
-                            time: now,
-                            actor: Some(actor.clone()),
-                        });
-                    }
-                    let _ = reply.send(outcome.map(|(meta, created, _)| (meta, created)));
+/// The writer's group handler: commits `jobs` in one transaction, then
+/// publishes their events in revision order and answers each caller.
+/// Runs on the writer thread, so no other write can come between the
+/// commit and the events.
+fn commit_group(conn: &mut rusqlite::Connection, jobs: Vec<PutJob>) {
+    let Some(first) = jobs.first() else { return };
+    let key = first.key.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let events = first.events.clone();
+    let (replies, puts): (Vec<_>, Vec<_>) = jobs
+        .into_iter()
+        .map(|j| (j.reply, (j.put, j.actor)))
+        .unzip();
+    let now = now_unix_ms();
+    match write_group(conn, &key, puts, now) {
+        Ok(outcomes) => {
+            for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                if let Ok((meta, created, actor)) = &outcome {
+                    events.publish(Event {
+                        kind: if *created {
+                            EventKind::Stored
+                        } else {
+                            EventKind::Updated
+                        },
+                        metadata: meta.clone(),
+                        time: now,
+                        actor: Some(actor.clone()),
+                    });
                 }
-            }
-            Err(e) => {
-                // Rolled back: nothing of the group was written.
-                let message = e.to_string();
-                tracing::error!(error = %message, stores = replies.len(), "a group of Stores failed");
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Group(message.clone())));
-                }
+                let _ = reply.send(outcome.map(|(meta, created, _)| (meta, created)));
             }
         }
-    }
-}
-
-/// The read-write connection groups of Stores are committed on, used from
-/// one blocking thread at a time: the whole transaction of a group runs
-/// there, so a group costs one thread hand-off instead of two per
-/// statement (sqlx), which under load was most of a commit's time.
-#[derive(Debug)]
-struct GroupWriter {
-    path: PathBuf,
-    conn: std::sync::Mutex<WriterConn>,
-}
-
-#[derive(Debug)]
-enum WriterConn {
-    Unopened,
-    Open(rusqlite::Connection),
-    Closed,
-}
-
-impl GroupWriter {
-    fn new(path: &Path) -> Self {
-        Self {
-            path: path.to_path_buf(),
-            conn: std::sync::Mutex::new(WriterConn::Unopened),
+        Err(e) => {
+            // Rolled back: nothing of the group was written.
+            let message = e.to_string();
+            tracing::error!(error = %message, stores = replies.len(), "a group of Stores failed");
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Group(message.clone())));
+            }
         }
-    }
-
-    /// Opens the connection like sqlx's writer: WAL, `synchronous=FULL`
-    /// (a commit returns after its fsync), foreign keys, a busy timeout.
-    fn open(&self) -> Result<rusqlite::Connection, StoreError> {
-        let conn = rusqlite::Connection::open_with_flags(
-            &self.path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Group(format!(
-                "the database is in journal mode {mode}, not WAL"
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.set_prepared_statement_cache_capacity(8);
-        Ok(conn)
-    }
-
-    /// Runs `f` on the connection, opening it on first use. Blocking: call
-    /// from a blocking thread.
-    fn with_conn<R>(
-        &self,
-        f: impl FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
-        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if let WriterConn::Unopened = *slot {
-            *slot = WriterConn::Open(self.open()?);
-        }
-        match &mut *slot {
-            WriterConn::Open(conn) => f(conn),
-            _ => Err(StoreError::Group("the store is closing".to_owned())),
-        }
-    }
-
-    /// Closes the connection; later groups fail.
-    fn close(&self) {
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = WriterConn::Closed;
     }
 }
 
@@ -713,81 +607,40 @@ fn write_group(
 impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.db.path
+    }
+
+    /// The data key in use.
+    pub fn key(&self) -> Arc<DataKey> {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Re-seals every credential under `new_key` in one transaction and
     /// switches to it. Either every row moves to the new key or none does.
-    /// Fails, changing nothing, if any row cannot be opened.
+    /// Fails, changing nothing, if any row cannot be opened. Runs on the
+    /// writer thread, so no Store is sealed with the old key after it.
     pub async fn rotate_to(&self, new_key: DataKey) -> Result<u64, StoreError> {
-        let _guard = self.write_lock.lock().await;
-        let old = self.key();
-        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let check = new_key.seal_check()?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO data_keys (key_id, check_nonce, check_value, created_at) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(new_key.id())
-        .bind(&check.nonce)
-        .bind(&check.ciphertext)
-        .bind(now_unix_ms())
-        .execute(&mut *tx)
-        .await?;
-        let sql = concat!(
-            "SELECT ",
-            meta_columns!(),
-            ", ciphertext, nonce, key_id FROM auth_tokens"
-        );
-        let rows: Vec<SealedRow> = sqlx::query_as(sql).fetch_all(&mut *tx).await?;
-        let count = rows.len() as u64;
-        for row in rows {
-            let id = row.row.id;
-            let meta = row.row.metadata()?;
-            let sealed = Sealed {
-                nonce: row.nonce,
-                ciphertext: row.ciphertext,
-            };
-            let secret = if row.key_id == old.id() {
-                old.open(&meta.key, &sealed)
-            } else {
-                Err(CryptoError::Open)
-            }
-            .map_err(|reason| StoreError::Unsealable {
-                key: meta.key.clone(),
-                reason,
-            })?;
-            let resealed = new_key.seal(&meta.key, secret.expose())?;
-            sqlx::query(
-                "UPDATE auth_tokens SET ciphertext = ?, nonce = ?, key_id = ? WHERE id = ?",
-            )
-            .bind(&resealed.ciphertext)
-            .bind(&resealed.nonce)
-            .bind(new_key.id())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        crate::fault::point("rotate:after-reseal");
-        match self.key.write() {
-            Ok(mut k) => *k = Arc::new(new_key),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(new_key),
-        }
-        Ok(count)
+        let cell = self.key.clone();
+        self.db
+            .write(move |conn| {
+                let old = cell.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let count = reseal(conn, &old, &new_key)?;
+                crate::fault::point("rotate:after-reseal");
+                match cell.write() {
+                    Ok(mut k) => *k = Arc::new(new_key),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(new_key),
+                }
+                Ok(count)
+            })
+            .await
     }
 
     /// Forgets recorded keys that neither seal a credential nor are in use.
     pub async fn forget_unused_keys(&self) -> Result<(), StoreError> {
-        let _guard = self.write_lock.lock().await;
-        sqlx::query(
-            "DELETE FROM data_keys WHERE key_id != ? \
-             AND key_id NOT IN (SELECT DISTINCT key_id FROM auth_tokens)",
-        )
-        .bind(self.key().id().to_owned())
-        .execute(&self.inner.writer)
-        .await?;
-        Ok(())
+        let current = self.key().id().to_owned();
+        self.db
+            .write(move |conn| Ok(forget_unused(conn, &current).map(drop)?))
+            .await
     }
 
     /// The event bus writes are published on.
@@ -799,20 +652,23 @@ impl Store {
     /// STORED or UPDATED event naming `actor`. Returns once the write is
     /// durable (its group's commit, fsync included, is done).
     ///
-    /// Concurrent Stores are committed together: the committer task takes
-    /// every Store queued while the previous commit ran and writes them in
-    /// one transaction, so N waiting callers share one fsync. Each keeps
-    /// its own compare-and-swap check, in arrival order.
+    /// Concurrent Stores are committed together: the writer takes every
+    /// Store queued while the previous commit ran and writes them in one
+    /// transaction, so N waiting callers share one fsync. Each keeps its
+    /// own compare-and-swap check, in arrival order.
     pub async fn put(&self, put: Put, actor: &Identity) -> Result<(Metadata, bool), StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = PutJob {
-            put,
-            actor: actor.clone(),
-            reply,
-        };
-        let closed = || StoreError::Group("the store is closing".to_owned());
-        self.puts.send(job).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.db
+            .writer
+            .item(PutJob {
+                put,
+                actor: actor.clone(),
+                key: self.key.clone(),
+                events: self.events.clone(),
+                reply,
+            })
+            .await?;
+        answer.await.map_err(|_| WriteError::Panicked)?
     }
 
     /// Reads and opens a credential. Expired credentials are not returned.
@@ -825,8 +681,7 @@ impl Store {
         );
         let k = key.clone();
         let row = self
-            .inner
-            .readers
+            .db
             .read(move |conn| {
                 use rusqlite::OptionalExtension;
                 conn.prepare_cached(sql)?
@@ -878,26 +733,36 @@ impl Store {
         expected_revision: Option<u64>,
         actor: &Identity,
     ) -> Result<Metadata, StoreError> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(meta) = fetch_meta(&mut tx, key).await? else {
-            return Err(StoreError::NotFound {
-                key: key.clone(),
-                expired: false,
-            });
-        };
-        if let Some(expected) = expected_revision
-            && expected != meta.revision
-        {
-            return Err(StoreError::Conflict {
-                key: key.clone(),
-                expected,
-                actual: Some(meta.revision),
-            });
-        }
-        self.remove_and_publish(tx, vec![meta.clone()], EventKind::Deleted, Some(actor))
-            .await?;
-        Ok(meta)
+        let (key, actor, events) = (key.clone(), actor.clone(), self.events.clone());
+        self.db
+            .write(move |conn| {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let Some(meta) = fetch_meta(&tx, &key)? else {
+                    return Err(StoreError::NotFound {
+                        key,
+                        expired: false,
+                    });
+                };
+                if let Some(expected) = expected_revision
+                    && expected != meta.revision
+                {
+                    return Err(StoreError::Conflict {
+                        key,
+                        expected,
+                        actual: Some(meta.revision),
+                    });
+                }
+                remove_and_publish(
+                    tx,
+                    vec![meta.clone()],
+                    &events,
+                    EventKind::Deleted,
+                    Some(actor),
+                )?;
+                Ok(meta)
+            })
+            .await
     }
 
     /// Deletes every credential of `provider` + `server_id` (+ `user_id`)
@@ -910,109 +775,87 @@ impl Store {
         user_id: Option<&str>,
         actor: &Identity,
     ) -> Result<Vec<Metadata>, StoreError> {
-        let _guard = self.write_lock.lock().await;
-        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let sql = concat!(
-            "SELECT ",
-            meta_columns!(),
-            " FROM auth_tokens WHERE provider = ?1 AND server_id = ?2 \
-             AND (?3 IS NULL OR user_id = ?3) ORDER BY user_id, token_type"
-        );
-        let rows: Vec<Row> = sqlx::query_as(sql)
-            .bind(provider)
-            .bind(server_id)
-            .bind(user_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        let rows = rows
-            .into_iter()
-            .map(Row::metadata)
-            .collect::<Result<_, _>>()?;
-        self.remove_and_publish(tx, rows, EventKind::Deleted, Some(actor))
+        let (provider, server_id) = (provider.to_owned(), server_id.to_owned());
+        let user_id = user_id.map(str::to_owned);
+        let (actor, events) = (actor.clone(), self.events.clone());
+        self.db
+            .write(move |conn| {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let sql = concat!(
+                    "SELECT ",
+                    meta_columns!(),
+                    " FROM auth_tokens WHERE provider = ?1 AND server_id = ?2 \
+                     AND (?3 IS NULL OR user_id = ?3) ORDER BY user_id, token_type"
+                );
+                let rows = tx
+                    .prepare_cached(sql)?
+                    .query_map((&provider, &server_id, &user_id), Row::from_sqlite)?
+                    .collect::<rusqlite::Result<Vec<Row>>>()?
+                    .into_iter()
+                    .map(Row::metadata)
+                    .collect::<Result<_, _>>()?;
+                remove_and_publish(tx, rows, &events, EventKind::Deleted, Some(actor))
+            })
             .await
     }
 
     /// Removes every credential whose `expires_at` has passed, publishing an
     /// EXPIRED event for each. Returns how many were removed.
     pub async fn expire_due(&self) -> Result<usize, StoreError> {
-        let _guard = self.write_lock.lock().await;
-        let now = now_unix_ms();
-        let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let sql = concat!(
-            "SELECT ",
-            meta_columns!(),
-            " FROM auth_tokens WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1000"
-        );
-        let rows: Vec<Row> = sqlx::query_as(sql).bind(now).fetch_all(&mut *tx).await?;
-        let rows = rows
-            .into_iter()
-            .map(Row::metadata)
-            .collect::<Result<_, _>>()?;
-        let removed = self
-            .remove_and_publish(tx, rows, EventKind::Expired, None)
-            .await?;
-        Ok(removed.len())
-    }
-
-    /// Deletes `rows` inside `tx`, each consuming a revision (so revisions
-    /// order every change), commits, and publishes one `kind` event per row.
-    /// The caller holds the write lock. Returns the rows with the revision
-    /// each deletion consumed.
-    async fn remove_and_publish(
-        &self,
-        mut tx: Transaction<'static, Sqlite>,
-        rows: Vec<Metadata>,
-        kind: EventKind,
-        actor: Option<&Identity>,
-    ) -> Result<Vec<Metadata>, StoreError> {
-        let mut removed = Vec::with_capacity(rows.len());
-        for meta in rows {
-            sqlx::query(concat!("DELETE FROM auth_tokens", by_key!()))
-                .bind(meta.key.provider())
-                .bind(meta.key.server_id())
-                .bind(meta.key.user_id())
-                .bind(meta.key.token_type())
-                .execute(&mut *tx)
-                .await?;
-            let revision = next_revision(&mut tx).await?;
-            removed.push(Metadata { revision, ..meta });
-        }
-        tx.commit().await?;
-        let now = now_unix_ms();
-        for meta in &removed {
-            self.events.publish(Event {
-                kind,
-                metadata: meta.clone(),
-                time: now,
-                actor: actor.cloned(),
-            });
-        }
-        Ok(removed)
+        let events = self.events.clone();
+        self.db
+            .write(move |conn| {
+                let now = now_unix_ms();
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let sql = concat!(
+                    "SELECT ",
+                    meta_columns!(),
+                    " FROM auth_tokens WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1000"
+                );
+                let rows = tx
+                    .prepare_cached(sql)?
+                    .query_map([now], Row::from_sqlite)?
+                    .collect::<rusqlite::Result<Vec<Row>>>()?
+                    .into_iter()
+                    .map(Row::metadata)
+                    .collect::<Result<_, _>>()?;
+                let removed = remove_and_publish(tx, rows, &events, EventKind::Expired, None)?;
+                Ok(removed.len())
+            })
+            .await
     }
 
     /// The store's latest revision and every credential matching `filter`,
     /// read in one transaction: a consistent snapshot for `Watch`.
     pub async fn snapshot(&self, filter: &ListFilter) -> Result<(u64, Vec<Metadata>), StoreError> {
-        let mut tx = self.inner.reader.begin().await?;
-        let last: i64 =
-            sqlx::query_scalar("SELECT value FROM store_meta WHERE name = 'last_revision'")
-                .fetch_one(&mut *tx)
-                .await?;
-        let sql = concat!(
-            "SELECT ",
-            meta_columns!(),
-            " FROM auth_tokens \
-             WHERE (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR server_id = ?2) \
-             AND (?3 IS NULL OR user_id = ?3) \
-             ORDER BY provider, server_id, user_id, token_type"
-        );
-        let rows: Vec<Row> = sqlx::query_as(sql)
-            .bind(filter.provider.as_deref())
-            .bind(filter.server_id.as_deref())
-            .bind(filter.user_id.as_deref())
-            .fetch_all(&mut *tx)
+        let f = filter.clone();
+        let (last, rows) = self
+            .db
+            .read(move |conn| {
+                let tx = conn.unchecked_transaction()?;
+                let last: i64 = tx.query_row(
+                    "SELECT value FROM store_meta WHERE name = 'last_revision'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let sql = concat!(
+                    "SELECT ",
+                    meta_columns!(),
+                    " FROM auth_tokens \
+                     WHERE (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR server_id = ?2) \
+                     AND (?3 IS NULL OR user_id = ?3) \
+                     ORDER BY provider, server_id, user_id, token_type"
+                );
+                let rows = tx
+                    .prepare_cached(sql)?
+                    .query_map((&f.provider, &f.server_id, &f.user_id), Row::from_sqlite)?
+                    .collect::<rusqlite::Result<Vec<Row>>>()?;
+                tx.commit()?;
+                Ok((last, rows))
+            })
             .await?;
-        tx.commit().await?;
         let mut metas = Vec::with_capacity(rows.len());
         for row in rows {
             let meta = row.metadata()?;
@@ -1068,8 +911,7 @@ impl Store {
         sql.push_str(" ORDER BY provider, server_id, user_id, token_type LIMIT ?");
         args.push(Value::Integer(i64::from(filter.limit)));
         let rows = self
-            .inner
-            .readers
+            .db
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows =
@@ -1106,7 +948,12 @@ fn open_refused(path: &Path, error: StoreError) -> StartError {
         .and_then(|e| e.as_database_error())
         .and_then(|e| e.code())
         .and_then(|code| code.parse::<i64>().ok())
-        .is_some_and(|code| code & 0xff == SQLITE_READONLY);
+        .is_some_and(|code| code & 0xff == SQLITE_READONLY)
+        || matches!(
+            &error,
+            StoreError::Write(WriteError::Open(e)) | StoreError::Sqlite(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly)
+        );
     if !read_only {
         return error.into();
     }
@@ -1195,33 +1042,121 @@ fn refuse_lost_wal(path: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-fn bind_key<'q, O>(
-    q: sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments>,
-    key: &'q CanonicalKey,
-) -> sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments> {
-    q.bind(key.provider())
-        .bind(key.server_id())
-        .bind(key.user_id())
-        .bind(key.token_type())
+/// Re-seals every row from `old` to `new_key` in one transaction and
+/// records `new_key`; returns how many rows moved.
+fn reseal(
+    conn: &mut rusqlite::Connection,
+    old: &DataKey,
+    new_key: &DataKey,
+) -> Result<u64, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let check = new_key.seal_check()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO data_keys (key_id, check_nonce, check_value, created_at) \
+         VALUES (?, ?, ?, ?)",
+        rusqlite::params![new_key.id(), check.nonce, check.ciphertext, now_unix_ms()],
+    )?;
+    let sql = concat!(
+        "SELECT ",
+        meta_columns!(),
+        ", ciphertext, nonce, key_id FROM auth_tokens"
+    );
+    let rows = tx
+        .prepare(sql)?
+        .query_map([], SealedRow::from_sqlite)?
+        .collect::<rusqlite::Result<Vec<SealedRow>>>()?;
+    let count = rows.len() as u64;
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE auth_tokens SET ciphertext = ?, nonce = ?, key_id = ? WHERE id = ?",
+        )?;
+        for row in rows {
+            let id = row.row.id;
+            let meta = row.row.metadata()?;
+            let sealed = Sealed {
+                nonce: row.nonce,
+                ciphertext: row.ciphertext,
+            };
+            let secret = if row.key_id == old.id() {
+                old.open(&meta.key, &sealed)
+            } else {
+                Err(CryptoError::Open)
+            }
+            .map_err(|reason| StoreError::Unsealable {
+                key: meta.key.clone(),
+                reason,
+            })?;
+            let resealed = new_key.seal(&meta.key, secret.expose())?;
+            update.execute(rusqlite::params![
+                resealed.ciphertext,
+                resealed.nonce,
+                new_key.id(),
+                id
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(count)
 }
 
-async fn fetch_meta(
-    tx: &mut Transaction<'static, Sqlite>,
+/// Deletes `rows` inside `tx`, each consuming a revision (so revisions
+/// order every change), commits, and publishes one `kind` event per row.
+/// Returns the rows with the revision each deletion consumed.
+fn remove_and_publish(
+    tx: rusqlite::Transaction<'_>,
+    rows: Vec<Metadata>,
+    events: &EventBus,
+    kind: EventKind,
+    actor: Option<Identity>,
+) -> Result<Vec<Metadata>, StoreError> {
+    let mut removed = Vec::with_capacity(rows.len());
+    for meta in rows {
+        let k = &meta.key;
+        tx.prepare_cached(concat!("DELETE FROM auth_tokens", by_key!()))?
+            .execute((k.provider(), k.server_id(), k.user_id(), k.token_type()))?;
+        let revision = next_revision(&tx)?;
+        removed.push(Metadata { revision, ..meta });
+    }
+    tx.commit()?;
+    let now = now_unix_ms();
+    for meta in &removed {
+        events.publish(Event {
+            kind,
+            metadata: meta.clone(),
+            time: now,
+            actor: actor.clone(),
+        });
+    }
+    Ok(removed)
+}
+
+fn fetch_meta(
+    conn: &rusqlite::Connection,
     key: &CanonicalKey,
 ) -> Result<Option<Metadata>, StoreError> {
+    use rusqlite::OptionalExtension;
     let sql = concat!("SELECT ", meta_columns!(), " FROM auth_tokens", by_key!());
-    let row: Option<Row> = bind_key(sqlx::query_as(sql), key)
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.map(Row::metadata).transpose()
+    conn.prepare_cached(sql)?
+        .query_row(
+            (
+                key.provider(),
+                key.server_id(),
+                key.user_id(),
+                key.token_type(),
+            ),
+            Row::from_sqlite,
+        )
+        .optional()?
+        .map(Row::metadata)
+        .transpose()
 }
 
-async fn next_revision(tx: &mut Transaction<'static, Sqlite>) -> Result<u64, StoreError> {
-    let rev: i64 = sqlx::query_scalar(
+fn next_revision(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
+    let rev: i64 = conn.query_row(
         "UPDATE store_meta SET value = value + 1 WHERE name = 'last_revision' RETURNING value",
-    )
-    .fetch_one(&mut **tx)
-    .await?;
+        [],
+        |r| r.get(0),
+    )?;
     u64::try_from(rev).map_err(|_| StoreError::Corrupt {
         row_id: 0,
         reason: format!("store revision counter is {rev}"),

@@ -1,8 +1,8 @@
 //! Point reads on the request's own thread.
 //!
-//! sqlx runs every SQLite connection on a worker thread and hands each
-//! query over a channel: two thread wake-ups per query, several times the
-//! cost of the read itself. Retrieve and List are single indexed lookups
+//! A pool that runs each SQLite connection on a worker thread (as sqlx's
+//! does) hands each query over a channel: two thread wake-ups per query,
+//! several times the cost of the read itself. Retrieve and List are single indexed lookups
 //! of a few microseconds, so they run here instead, synchronously, on
 //! read-only connections kept in a small idle list. In WAL mode a reader
 //! never waits for the writer; the one case SQLite can answer BUSY (a
