@@ -675,7 +675,6 @@ mod keyring_source {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests panic on failure by design
 mod tests {
     use super::*;
 

@@ -184,7 +184,6 @@ async fn remove(client: &Client, key: &CredentialKey) -> Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests panic on failure by design
 mod tests {
     use super::*;
 

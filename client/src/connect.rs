@@ -472,7 +472,6 @@ fn closed_error(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests panic on failure by design
 mod tests {
     use super::*;
     use std::ffi::OsString;

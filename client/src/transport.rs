@@ -284,7 +284,6 @@ pub(crate) async fn connect(path: &Path, trust: Trust) -> Result<(Stream, Peer),
 
 #[cfg(test)]
 #[cfg(unix)]
-#[allow(clippy::unwrap_used)] // tests panic on failure by design
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

@@ -489,7 +489,6 @@ impl fmt::Debug for pb::RestoreChunk {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn manifest(data: &[u8]) -> Manifest {

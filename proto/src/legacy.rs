@@ -284,7 +284,6 @@ fn shape(message: String) -> LegacyError {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests panic on failure by design
 mod tests {
     use super::*;
 

@@ -498,17 +498,17 @@ pub fn is_root() -> bool {
 }
 
 /// A finished process's stdout, as text (lossy).
-pub fn stdout_of(o: &Output) -> String {
+pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A finished process's stderr, as text (lossy).
-pub fn stderr_of(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A finished process's exit code; panics if a signal ended it.
-pub fn code_of(o: &Output) -> i32 {
+pub fn code(o: &Output) -> i32 {
     o.status.code().expect("exited normally, not by a signal")
 }
 

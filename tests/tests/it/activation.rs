@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use keyhaven_tests::{TestEnv, bin, skip};
+use keyhaven_tests::{stderr, stdout};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -143,14 +144,6 @@ impl Drop for Activation {
             let _ = self.child.wait();
         }
     }
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 
 use keyhaven::{Attributes, CredentialKey, ErrorKind, EventKind, ListFilter, Secret, StoreOptions};
 use keyhaven_proto::pb;
-use keyhaven_tests::{
-    TestDaemon, TestEnv, code_of, database_files, file_contains, stderr_of, stdout_of,
-};
+use keyhaven_tests::{TestDaemon, TestEnv, code, database_files, file_contains, stderr, stdout};
 use tonic::Code;
 
 fn key(provider: &str, server: &str, user: &str) -> CredentialKey {
@@ -378,8 +376,8 @@ fn the_cli_stores_lists_filters_exports_and_restores_attributes() {
     let _daemon = env.spawn_daemon(&[]);
     let ok = |args: &[&str], stdin: &[u8]| {
         let out = env.cli(args, stdin);
-        assert_eq!(code_of(&out), 0, "{args:?}: {}", stderr_of(&out));
-        stdout_of(&out)
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        stdout(&out)
     };
     ok(
         &[
@@ -429,8 +427,8 @@ fn the_cli_stores_lists_filters_exports_and_restores_attributes() {
             &["store", "jellyfin", "srv-1", "user-1", "--attr", bad],
             b"tok-evil",
         );
-        assert_ne!(code_of(&out), 0, "{bad:?} accepted");
-        assert!(!stderr_of(&out).contains('\u{1b}'), "{}", stderr_of(&out));
+        assert_ne!(code(&out), 0, "{bad:?} accepted");
+        assert!(!stderr(&out).contains('\u{1b}'), "{}", stderr(&out));
     }
     let out = env.cli(
         &[
@@ -439,9 +437,9 @@ fn the_cli_stores_lists_filters_exports_and_restores_attributes() {
         b"tok-evil",
     );
     assert!(
-        stderr_of(&out).contains("--attr a is given twice"),
+        stderr(&out).contains("--attr a is given twice"),
         "{}",
-        stderr_of(&out)
+        stderr(&out)
     );
     assert_eq!(ok(&["get", "jellyfin", "srv-1", "user-1"], b""), "tok-1\n");
 

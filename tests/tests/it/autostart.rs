@@ -2,24 +2,13 @@
 //! `keyhavend` when nothing answers on the socket, never a second one beside
 //! a live daemon, and never when a systemd socket unit owns the socket.
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use keyhaven_proto::exit;
 use keyhaven_tests::TestEnv;
+use keyhaven_tests::{code, stderr, stdout};
 use rustix::process::{Pid, Signal, kill_process};
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
 
 fn daemon_pid(env: &TestEnv) -> i32 {
     let out = env.cli(&["status", "--json"], b"");

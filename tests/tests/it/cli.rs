@@ -2,22 +2,11 @@
 //! separate process, in a private HOME and XDG_RUNTIME_DIR.
 
 use std::os::unix::process::CommandExt;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use keyhaven_proto::exit;
 use keyhaven_tests::{TestEnv, database_files, file_contains, is_root, mode_of, set_mode, skip};
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
+use keyhaven_tests::{code, stderr, stdout};
 
 #[test]
 fn walkthrough_across_processes_and_a_restart() {

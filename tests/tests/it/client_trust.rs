@@ -17,17 +17,10 @@ use std::time::{Duration, Instant};
 
 use keyhaven_proto::exit;
 use keyhaven_tests::{TestEnv, is_root, set_mode, skip};
+use keyhaven_tests::{code, stderr};
 
 const PLANTED_ENV: &str = "KEYHAVEN_TEST_PLANTED_SOCKET";
 const OTHER_UID: u32 = 65534;
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
 
 /// Runs `cmd` with `stdin` fed in and collects its output.
 fn run(mut cmd: Command, stdin: &[u8]) -> Output {

@@ -7,18 +7,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 
 use keyhaven_tests::{DaemonProcess, TestEnv};
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
+use keyhaven_tests::{code, stderr, stdout};
 
 /// Reel's table, as its migrations create it.
 const REEL_SCHEMA: &str = "CREATE TABLE auth_tokens (\

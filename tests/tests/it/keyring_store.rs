@@ -15,6 +15,7 @@ use keyhaven_daemon::server::config::LegacyOptions;
 use keyhaven_keyring_store::Store;
 use keyhaven_proto::exit;
 use keyhaven_tests::{TestDaemon, TestEnv, TestKeyring};
+use keyhaven_tests::{stderr, stdout};
 use keyring_core::api::CredentialStoreApi;
 use keyring_core::{Entry, Error};
 
@@ -23,14 +24,6 @@ const EXAMPLES: [&str; 3] = [
     "keyring_entry_tokio",
     "keyring_entry_tokio_current",
 ];
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Runs example `name` with `args` in `env`, feeding `stdin`.
 fn run_example(env: &TestEnv, name: &str, args: &[&str], stdin: &[u8]) -> Output {

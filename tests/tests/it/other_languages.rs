@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use keyhaven_proto::exit;
 use keyhaven_proto::paths::{SOCKET_NAME, current_uid};
 use keyhaven_tests::{TestEnv, is_root, set_mode, skip};
+use keyhaven_tests::{stderr, stdout};
 
 /// Longest a single example run may take (interpreter and gRPC start-up).
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -844,14 +845,6 @@ fn assert_success(out: &Output, what: &str) {
         stdout(out),
         stderr(out)
     );
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn last_line(bytes: &[u8]) -> String {

@@ -7,23 +7,12 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use keyhaven_proto::exit;
 use keyhaven_tests::{TestDaemon, TestEnv, bin};
+use keyhaven_tests::{code, stderr, stdout};
 use tonic::Code;
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited normally")
-}
 
 /// Raw bytes that would steer a terminal: ESC, BEL, CSI (C1), and the
 /// UTF-8 of U+202E.
