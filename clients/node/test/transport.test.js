@@ -506,3 +506,35 @@ describe('the process', () => {
     assert.equal(out.stdout, 'still watching\nended\n');
   });
 });
+
+describe('protoDir', () => {
+  function protoCopy(edit = (text) => text) {
+    const t = tempTree();
+    cleanups.push(async () => t.cleanup());
+    const dir = path.join(t.root, 'keyhaven', 'v1');
+    fs.mkdirSync(dir, { recursive: true });
+    const text = fs.readFileSync(path.join(__dirname, '..', 'proto', 'keyhaven', 'v1', 'keyhaven.proto'), 'utf8');
+    fs.writeFileSync(path.join(dir, 'keyhaven.proto'), edit(text));
+    return t.root;
+  }
+
+  test('a copy of the contract that agrees with the codec (a newer one may add fields) is accepted', async () => {
+    const daemon = await fakeDaemon();
+    const newer = protoCopy((text) => text.replace('  uint64 missed = 5;\n', '  uint64 missed = 5;\n  string note = 6;\n'));
+    for (const protoDir of [path.join(__dirname, '..', 'proto'), newer]) {
+      assert.equal((await client(daemon, { protoDir }).status()).version, 'fake');
+    }
+  });
+
+  test('a copy that disagrees, or none, is refused before connecting', async () => {
+    const daemon = await fakeDaemon();
+    const renumbered = protoCopy((text) => text.replace('  uint64 revision = 2;', '  uint64 revision = 9;'));
+    await assert.rejects(client(daemon, { protoDir: renumbered }).connect(), (e) => {
+      assert.ok(e instanceof KeyhavenError, `${e}`);
+      assert.match(e.message, /^cannot load keyhaven\/v1\/keyhaven\.proto from .*: .* does not match this client's messages: keyhaven\.v1\.CredentialMetadata\.revision: the codec has uint64 = 2, the \.proto uint64 = 9/);
+      return true;
+    });
+    await assert.rejects(client(daemon, { protoDir: '/nonexistent' }).connect(), /cannot load keyhaven\/v1\/keyhaven\.proto from \/nonexistent: ENOENT/);
+    assert.equal(daemon.sessionCount(), 0, 'nothing was sent');
+  });
+});
