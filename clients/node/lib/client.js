@@ -217,12 +217,22 @@ class Client {
 
   async #unary(name, method, request, opts) {
     const timeoutMs = milliseconds(opts.timeoutMs, 'timeoutMs', this.#timeoutMs);
-    const body = encodeRequest(name, method, request);
-    const connection = await this.#connected();
-    try {
-      return await call(connection, method, body, timeoutMs);
-    } catch (e) {
-      throw fromGrpc(name, e);
+    // Encoded (and so checked) before connecting; encoded again for a
+    // second attempt, as a call wipes its request when it ends.
+    let body = encodeRequest(name, method, request);
+    let due = null; // the deadline runs from the first call, after the handshake
+    for (let attempt = 1; ; attempt++) {
+      const connection = await this.#connected();
+      if (due === null) due = Date.now() + timeoutMs;
+      if (attempt > 1) body = encodeRequest(name, method, request);
+      try {
+        return await call(connection, method, body, attempt === 1 ? timeoutMs : Math.max(1, due - Date.now()));
+      } catch (e) {
+        // The connection went away before the daemon saw the call (it closes
+        // the longest-idle connection when it has too many): once more, on a
+        // new connection, within the same deadline.
+        if (!(attempt === 1 && e.unprocessed && !this.#closed && due > Date.now())) throw fromGrpc(name, e);
+      }
     }
   }
 
@@ -322,17 +332,24 @@ class Client {
       }
       signal.throwIfAborted();
     }
-    const body = encodeRequest('watch', 'Watch', request);
-    const connection = await this.#connected();
-    const watch = new Watch(connection, body, () => this.#watches.delete(watch));
-    this.#watches.add(watch);
-    try {
-      await watch.answered(timeoutMs, signal, request.snapshot);
-    } catch (e) {
-      watch.cancel();
-      throw e;
+    let body = encodeRequest('watch', 'Watch', request);
+    let due = null;
+    for (let attempt = 1; ; attempt++) {
+      const connection = await this.#connected();
+      if (due === null) due = Date.now() + timeoutMs;
+      if (attempt > 1) body = encodeRequest('watch', 'Watch', request);
+      const watch = new Watch(connection, body, () => this.#watches.delete(watch));
+      this.#watches.add(watch);
+      try {
+        await watch.answered(attempt === 1 ? timeoutMs : Math.max(1, due - Date.now()), signal, request.snapshot);
+        return watch;
+      } catch (e) {
+        watch.cancel();
+        // As in #unary: once more when the daemon never saw the call.
+        const again = attempt === 1 && e.cause && e.cause.unprocessed && !this.#closed && due > Date.now();
+        if (!again || (signal && signal.aborted)) throw e;
+      }
     }
-    return watch;
   }
 
   /**

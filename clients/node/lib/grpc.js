@@ -61,13 +61,19 @@ function statusName(code) {
   return Object.keys(STATUS).find((k) => STATUS[k] === code) || String(code);
 }
 
-/** A call that ended without OK: its gRPC status code and message. */
+/**
+ * A call that ended without OK: its gRPC status code and message.
+ * `unprocessed` is true when the daemon certainly did not see the request
+ * (it was never sent, or refused: REFUSED_STREAM, or above the last stream
+ * of a GOAWAY), so that making it again on a new connection is safe.
+ */
 class CallError extends Error {
-  constructor(code, details) {
+  constructor(code, details, { unprocessed = false } = {}) {
     super(`${statusName(code)}: ${details}`);
     this.name = 'CallError';
     this.code = code;
     this.details = details;
+    this.unprocessed = unprocessed;
   }
 }
 
@@ -240,6 +246,7 @@ class Call {
   #ended = false;
   #cancelTimer = null;
   #http = 0;
+  #responded = false;
   #streamError = null;
 
   constructor(connection, path, body, { timeoutMs, handlers }) {
@@ -300,6 +307,7 @@ class Call {
 
   #onResponse(headers) {
     if (this.#ended) return;
+    this.#responded = true;
     this.#http = Number(headers[':status']);
     if (this.#http !== 200) {
       this.fail(httpStatus(this.#http));
@@ -349,6 +357,11 @@ class Call {
       outcome = new CallError(STATUS.INTERNAL, 'the response ended inside a message');
     }
     if (!outcome) {
+      const unprocessed =
+        !this.#responded &&
+        (stream.id === undefined ||
+          stream.rstCode === NGHTTP2_REFUSED_STREAM ||
+          this.#connection.abovelastStream(stream.id));
       const dropped = this.#connection.dropped();
       // Node reports a connection that failed as a cancelled stream, the
       // cause (ECONNREFUSED, ...) attached.
@@ -360,6 +373,7 @@ class Call {
       else if (stream.rstCode === NGHTTP2_INADEQUATE_SECURITY) outcome = new CallError(STATUS.PERMISSION_DENIED, 'keyhavend refused the connection as not secure');
       else if (stream.rstCode) outcome = new CallError(STATUS.INTERNAL, `keyhavend reset the call (HTTP/2 error ${stream.rstCode})`);
       else outcome = new CallError(STATUS.INTERNAL, 'the call ended without a gRPC status');
+      outcome.unprocessed = unprocessed;
     }
     this.#end(outcome.code === STATUS.OK ? null : outcome);
   }
@@ -384,6 +398,7 @@ class Connection {
   #calls = 0;
   #dead = null;
   #onDead;
+  #lastStream = null; // the last stream id a GOAWAY said the daemon processed
 
   constructor(socketPath, onDead = () => {}) {
     this.socketPath = socketPath;
@@ -394,9 +409,10 @@ class Connection {
     });
     this.#session = session;
     session.on('error', (e) => this.#die(`the connection to keyhavend at ${socketPath} failed: ${e.message}`));
-    session.on('goaway', (code) =>
-      this.#die(`keyhavend at ${socketPath} closed the connection${code ? ` (HTTP/2 error ${code})` : ''}`),
-    );
+    session.on('goaway', (code, lastStreamID) => {
+      this.#lastStream = lastStreamID;
+      this.#die(`keyhavend at ${socketPath} closed the connection${code ? ` (HTTP/2 error ${code})` : ''}`);
+    });
     session.on('close', () => this.#die(`the connection to keyhavend at ${socketPath} closed`));
     session.on('frameError', () => {});
     session.unref();
@@ -419,6 +435,11 @@ class Connection {
     this.#onDead(this);
   }
 
+  /** True when a GOAWAY said the stream `id` was not processed. */
+  abovelastStream(id) {
+    return this.#lastStream !== null && id > this.#lastStream;
+  }
+
   callStarted() {
     if (this.#calls++ === 0 && !this.#session.destroyed) this.#session.ref();
   }
@@ -430,11 +451,13 @@ class Connection {
   /** A new stream, or a CallError when the connection takes no more calls. */
   request(headers) {
     const dropped = this.dropped();
-    if (dropped) return new CallError(STATUS.UNAVAILABLE, dropped);
+    if (dropped) return new CallError(STATUS.UNAVAILABLE, dropped, { unprocessed: true });
     try {
       return this.#session.request(headers, { endStream: false });
     } catch (e) {
-      return new CallError(STATUS.UNAVAILABLE, `cannot start a call to keyhavend at ${this.socketPath}: ${e.message}`);
+      return new CallError(STATUS.UNAVAILABLE, `cannot start a call to keyhavend at ${this.socketPath}: ${e.message}`, {
+        unprocessed: true,
+      });
     }
   }
 

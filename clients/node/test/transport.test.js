@@ -538,3 +538,59 @@ describe('protoDir', () => {
     assert.equal(daemon.sessionCount(), 0, 'nothing was sent');
   });
 });
+
+describe('a call the daemon never saw is made once more', () => {
+  test('refused (REFUSED_STREAM) once: made again on a new connection; refused twice: UnavailableError', async () => {
+    let refuse = 1;
+    const daemon = await fakeDaemon({
+      Retrieve: (s) => {
+        if (refuse-- > 0) s.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        else reply(s, { messages: [message('RetrieveResponse', { secret: Buffer.from('second') })] });
+      },
+      Watch: (s) => s.close(http2.constants.NGHTTP2_REFUSED_STREAM),
+    });
+    const c = client(daemon);
+    assert.equal((await c.get(KEY)).secret.toString(), 'second');
+    assert.equal(daemon.calls('Retrieve').length, 2);
+    refuse = 5;
+    await assert.rejects(c.get(KEY), (e) => e instanceof UnavailableError && /refused/.test(e.message));
+    assert.equal(daemon.calls('Retrieve').length, 4, 'once more, not more');
+    await assert.rejects(c.watch(), UnavailableError);
+    assert.equal(daemon.calls('Watch').length, 2);
+  });
+
+  test('GOAWAY below the call\'s stream (the daemon dropping an idle connection as the call starts): made again', async () => {
+    let first = true;
+    const daemon = await fakeDaemon({
+      Retrieve: (s) => {
+        if (first) {
+          first = false;
+          const session = s.session;
+          session.goaway(http2.constants.NGHTTP2_NO_ERROR, s.id - 2);
+          setTimeout(() => session.destroy(), 50);
+        } else {
+          reply(s, { messages: [message('RetrieveResponse', { secret: Buffer.from('again') })] });
+        }
+      },
+    });
+    const c = client(daemon);
+    assert.equal((await c.get(KEY)).secret.toString(), 'again');
+    assert.equal(daemon.sessionCount(), 2);
+    assert.equal(daemon.calls('Status').length, 2, 'the new connection shook hands');
+  });
+
+  test('a call the daemon answered with an error, or a dropped connection mid-call, is not made again', async () => {
+    const daemon = await fakeDaemon({
+      Store: (s) => reply(s, { status: STATUS.UNAVAILABLE, details: 'store locked', trailersOnly: true }),
+      Delete: (s, r) => {
+        r.stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+        setTimeout(() => daemon.dropConnections(), 20);
+      },
+    });
+    const c = client(daemon);
+    await assert.rejects(c.store(KEY, 's'), /store locked/);
+    assert.equal(daemon.calls('Store').length, 1);
+    await assert.rejects(c.delete(KEY), UnavailableError);
+    assert.equal(daemon.calls('Delete').length, 1, 'the daemon may have deleted it: not sent twice');
+  });
+});
