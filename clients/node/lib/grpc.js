@@ -269,6 +269,7 @@ class Call {
     connection.callStarted();
     const stream = connection.request(headers);
     if (stream instanceof CallError) {
+      this.#body.fill(0); // never sent
       // Reported asynchronously, as every other outcome.
       process.nextTick(() => this.#end(stream));
       return;
