@@ -160,7 +160,7 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** One more uid whose daemon to trust, besides yours and KEYHAVEN_ALLOW_DAEMON_UID's. */
   allowDaemonUid?: number;
-  /** The directory holding keyhaven/v1/keyhaven.proto; default: the copy in this package. */
+  /** A directory holding keyhaven/v1/keyhaven.proto to check the built-in codec against before connecting; default: no check. */
   protoDir?: string;
   /** Where KEYHAVEN_SOCKET, XDG_RUNTIME_DIR, TMPDIR and KEYHAVEN_ALLOW_DAEMON_UID are read; default process.env. */
   env?: NodeJS.ProcessEnv;

@@ -4,13 +4,17 @@
 //     const client = await keyhaven.connect();
 //     const { secret } = await client.get({ provider: 'jellyfin', serverId, userId });
 //
-// Layout:
+// Layout (no dependencies: only Node's own modules):
 //   lib/trust.js    which socket, and the owner/mode checks made before a byte is sent
 //   lib/client.js   Client (the handshake, deadlines, every call) and Watch
+//   lib/grpc.js     gRPC over node:http2 on the Unix socket: unary and server-streaming calls
+//   lib/proto.js    the protobuf schema and codec of the messages this package uses
+//   lib/schema.js   a small .proto reader, to check the codec against a copy of the contract
 //   lib/convert.js  wire messages <-> plain objects; Credential (secret redacted)
 //   lib/errors.js   KeyhavenError and its subclasses, by gRPC status; exit codes
-//   proto/          the copy of keyhaven.proto this package speaks
-//                   (scripts/check-proto.js keeps it equal to the repository's)
+//   proto/          the copy of keyhaven.proto this package speaks (test/proto.test.js
+//                   checks lib/proto.js against it; scripts/check-proto.js keeps it
+//                   equal to the repository's)
 // index.d.ts has the types; README.md the guide.
 'use strict';
 

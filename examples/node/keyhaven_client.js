@@ -2,7 +2,7 @@
 // A keyhaven client in Node.js: store, get and watch credentials from the
 // command line, with the keyhaven package (clients/node).
 //
-//     (cd ../../clients/node && npm ci) && npm ci
+//     npm ci     # links ../../clients/node (the package has no dependencies)
 //     printf 'tok-123' | node keyhaven_client.js store jellyfin srv-1 user-1
 //     node keyhaven_client.js get jellyfin srv-1 user-1
 //     node keyhaven_client.js watch --snapshot --count 10
@@ -134,7 +134,7 @@ function loadPackage() {
   try {
     keyhaven = require('keyhaven');
   } catch (e) {
-    throw new Failure(`this client needs the keyhaven package (run npm ci in clients/node, then in ${__dirname}): ${e.message}`);
+    throw new Failure(`this client needs the keyhaven package (run npm ci in ${__dirname}): ${e.message}`);
   }
 }
 

@@ -1,6 +1,9 @@
-// The client: one gRPC channel to keyhavend, opened only after the daemon
-// has been checked (lib/trust.js) and then shaken hands with (Daemon.Status,
-// protocol 1). Every method returns a Promise; Watch is an async iterable.
+// The client: one HTTP/2 connection to keyhavend (lib/grpc.js), opened
+// only after the daemon has been checked (lib/trust.js) and then shaken
+// hands with (Daemon.Status, protocol 1). Every method returns a Promise;
+// Watch is an async iterable. When the connection drops (the daemon
+// restarted), the next call checks the socket, connects and shakes hands
+// again.
 //
 // Deadlines: the handshake is bounded by `connectTimeoutMs` (5 s), each
 // unary call by `timeoutMs` (30 s), and a Watch by `timeoutMs` until the
@@ -11,8 +14,6 @@
 'use strict';
 
 const path = require('path');
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
 
 const {
   KeyhavenError,
@@ -22,6 +23,9 @@ const {
   fromGrpc,
   statusName,
 } = require('./errors');
+const { CallError, Connection, STATUS, after } = require('./grpc');
+const { ProtoError, SCHEMA, decode, encode, methodPath } = require('./proto');
+const { checkContract } = require('./schema');
 const { resolveSocket, trustedUids, verifyDaemon } = require('./trust');
 const {
   Credential,
@@ -41,34 +45,48 @@ const CONNECT_TIMEOUT_MS = 5000;
 const CALL_TIMEOUT_MS = 30000;
 /** Credentials asked for per List page (the daemon allows up to 1000). */
 const LIST_PAGE_SIZE = 500;
+/** Events a Watch holds for its loop before it stops reading, and resumes at. */
+const WATCH_HIGH_WATER = 256;
+const WATCH_LOW_WATER = 64;
 
-/** The copy of keyhaven.proto shipped in this package. */
-const PROTO_DIR = path.join(__dirname, '..', 'proto');
+const checked = new Map();
 
-const contracts = new Map();
-
-// keyhaven.v1 from `protoDir/keyhaven/v1/keyhaven.proto`, loaded once per
-// directory. proto-loader bundles google/protobuf/timestamp.proto.
-function loadContract(protoDir) {
-  let v1 = contracts.get(protoDir);
-  if (!v1) {
-    let definition;
+// With the `protoDir` option: checks that the keyhaven.proto there agrees
+// with the messages lib/proto.js encodes (every field it uses has the same
+// number and type), once per directory.
+function checkProtoDir(protoDir) {
+  if (!checked.has(protoDir)) {
+    const file = path.join(protoDir, 'keyhaven', 'v1', 'keyhaven.proto');
     try {
-      definition = protoLoader.loadSync('keyhaven/v1/keyhaven.proto', {
-        includeDirs: [protoDir],
-        keepCase: true,
-        longs: String,
-        enums: String,
-        defaults: true,
-        oneofs: true,
-      });
+      checkContract(file);
     } catch (e) {
       throw new KeyhavenError(`cannot load keyhaven/v1/keyhaven.proto from ${protoDir}: ${e.message}`, { cause: e });
     }
-    v1 = grpc.loadPackageDefinition(definition).keyhaven.v1;
-    contracts.set(protoDir, v1);
+    checked.set(protoDir, true);
   }
-  return v1;
+}
+
+// The request of `method` encoded for the wire (with room for the gRPC
+// frame header). A value the codec refuses is the caller's: InvalidArgumentError.
+function encodeRequest(name, method, request) {
+  try {
+    return encode(SCHEMA.methods[method].request, request, 5);
+  } catch (e) {
+    if (e instanceof ProtoError) throw new InvalidArgumentError(`${name}: ${e.message}`);
+    throw e;
+  }
+}
+
+// A unary call: resolves to the decoded response; rejects with a CallError.
+async function call(connection, method, body, timeoutMs) {
+  const reply = await connection.unary(methodPath(method), body, timeoutMs);
+  try {
+    return decode(SCHEMA.methods[method].response, reply);
+  } catch (e) {
+    reply.fill(0);
+    if (e instanceof ProtoError) throw new CallError(STATUS.INTERNAL, `cannot decode the daemon's answer: ${e.message}`);
+    throw e;
+  }
 }
 
 function milliseconds(value, what, fallback) {
@@ -118,8 +136,7 @@ class Client {
   #connectTimeoutMs;
   #timeoutMs;
   #opening = null;
-  #channel = null;
-  #services = null;
+  #connection = null;
   #watches = new Set();
   #closed = false;
 
@@ -133,7 +150,7 @@ class Client {
     this.daemon = null;
     this.#explicit = explicit;
     this.#trusted = trustedUids(env, o.allowDaemonUid);
-    this.#protoDir = o.protoDir ? path.resolve(o.protoDir) : PROTO_DIR;
+    this.#protoDir = o.protoDir ? path.resolve(o.protoDir) : null;
     this.#connectTimeoutMs = milliseconds(o.connectTimeoutMs, 'connectTimeoutMs', CONNECT_TIMEOUT_MS);
     this.#timeoutMs = milliseconds(o.timeoutMs, 'timeoutMs', CALL_TIMEOUT_MS);
   }
@@ -145,6 +162,12 @@ class Client {
    * missing or untrusted. Resolves to the client.
    */
   connect() {
+    return this.#connected().then(() => this);
+  }
+
+  // The open connection, opened (checked, connected, shaken hands with)
+  // when there is none or the last one dropped.
+  #connected() {
     if (this.#closed) return Promise.reject(new KeyhavenError('the client is closed'));
     if (!this.#opening) {
       this.#opening = this.#open().catch((e) => {
@@ -152,50 +175,64 @@ class Client {
         throw e;
       });
     }
-    return this.#opening.then(() => this);
+    return this.#opening;
   }
 
   async #open() {
     verifyDaemon(this.socket, this.#explicit, this.#trusted);
-    const v1 = loadContract(this.#protoDir);
-    const channel = new grpc.Channel(`unix://${this.socket}`, grpc.credentials.createInsecure(), {});
-    const services = {
-      daemon: new v1.Daemon('', null, { channelOverride: channel }),
-      credentials: new v1.Credentials('', null, { channelOverride: channel }),
-    };
+    if (this.#protoDir) checkProtoDir(this.#protoDir);
+    // Only now, the socket checked, is a byte sent.
+    const connection = new Connection(this.socket, (dead) => {
+      if (this.#connection === dead) {
+        this.#connection = null;
+        this.#opening = null;
+      }
+    });
     let status;
     try {
-      status = await call(services.daemon, 'Status', {}, this.#connectTimeoutMs);
+      status = await call(connection, 'Status', encode('StatusRequest', {}, 5), this.#connectTimeoutMs);
     } catch (e) {
-      channel.close();
+      connection.close();
       throw new UnavailableError(
         `cannot talk to keyhavend at ${this.socket}: ${statusName(e.code)}: ${e.details}`,
         { grpcCode: e.code, details: e.details, cause: e },
       );
     }
     if (status.protocol !== PROTOCOL) {
-      channel.close();
+      connection.close();
       throw new ProtocolMismatchError(
         `keyhavend ${status.version} at ${this.socket} speaks protocol ${status.protocol}, but this client ` +
           `speaks protocol ${PROTOCOL}; restart the daemon after an upgrade, or update the client`,
       );
     }
-    if (this.#closed) {
-      channel.close();
-      throw new KeyhavenError('the client is closed');
+    if (this.#closed || !connection.usable) {
+      connection.close();
+      if (this.#closed) throw new KeyhavenError('the client is closed');
+      throw new UnavailableError(`cannot talk to keyhavend at ${this.socket}: ${connection.dropped()}`);
     }
     this.daemon = statusFromWire(status);
-    this.#channel = channel;
-    this.#services = services;
+    this.#connection = connection;
+    return connection;
   }
 
-  async #unary(method, rpc, request, opts, service = 'credentials') {
+  async #unary(name, method, request, opts) {
     const timeoutMs = milliseconds(opts.timeoutMs, 'timeoutMs', this.#timeoutMs);
-    await this.connect();
-    try {
-      return await call(this.#services[service], rpc, request, timeoutMs);
-    } catch (e) {
-      throw fromGrpc(method, e);
+    // Encoded (and so checked) before connecting; encoded again for a
+    // second attempt, as a call wipes its request when it ends.
+    let body = encodeRequest(name, method, request);
+    let due = null; // the deadline runs from the first call, after the handshake
+    for (let attempt = 1; ; attempt++) {
+      const connection = await this.#connected();
+      if (due === null) due = Date.now() + timeoutMs;
+      if (attempt > 1) body = encodeRequest(name, method, request);
+      try {
+        return await call(connection, method, body, attempt === 1 ? timeoutMs : Math.max(1, due - Date.now()));
+      } catch (e) {
+        // The connection went away before the daemon saw the call (it closes
+        // the longest-idle connection when it has too many): once more, on a
+        // new connection, within the same deadline.
+        if (!(attempt === 1 && e.unprocessed && !this.#closed && due > Date.now())) throw fromGrpc(name, e);
+      }
     }
   }
 
@@ -234,8 +271,9 @@ class Client {
   async get(key, opts) {
     const o = options(opts, 'the get options');
     const reply = await this.#unary('get', 'Retrieve', { key: keyToWire(key) }, o);
-    // A copy, and the decoded bytes wiped: they may be a view into a larger
-    // receive buffer that would otherwise keep the token until collected.
+    // A copy, and the decoded bytes wiped: they are a view into the
+    // response message, which would otherwise keep the token until
+    // collected (lib/grpc.js wipes the buffers it received it in).
     const secret = Buffer.from(reply.secret);
     reply.secret.fill(0);
     return new Credential(metadataFromWire(reply.metadata), secret);
@@ -294,17 +332,24 @@ class Client {
       }
       signal.throwIfAborted();
     }
-    await this.connect();
-    const stream = this.#services.credentials.Watch(request);
-    const watch = new Watch(stream, () => this.#watches.delete(watch));
-    this.#watches.add(watch);
-    try {
-      await watch.answered(timeoutMs, signal, request.snapshot);
-    } catch (e) {
-      watch.cancel();
-      throw e;
+    let body = encodeRequest('watch', 'Watch', request);
+    let due = null;
+    for (let attempt = 1; ; attempt++) {
+      const connection = await this.#connected();
+      if (due === null) due = Date.now() + timeoutMs;
+      if (attempt > 1) body = encodeRequest('watch', 'Watch', request);
+      const watch = new Watch(connection, body, () => this.#watches.delete(watch));
+      this.#watches.add(watch);
+      try {
+        await watch.answered(attempt === 1 ? timeoutMs : Math.max(1, due - Date.now()), signal, request.snapshot);
+        return watch;
+      } catch (e) {
+        watch.cancel();
+        // As in #unary: once more when the daemon never saw the call.
+        const again = attempt === 1 && e.cause && e.cause.unprocessed && !this.#closed && due > Date.now();
+        if (!again || (signal && signal.aborted)) throw e;
+      }
     }
-    return watch;
   }
 
   /**
@@ -328,14 +373,15 @@ class Client {
   /** What the daemon says about itself now (Daemon.Status). */
   async status(opts) {
     const o = options(opts, 'the status options');
-    return statusFromWire(await this.#unary('status', 'Status', {}, o, 'daemon'));
+    return statusFromWire(await this.#unary('status', 'Status', {}, o));
   }
 
   /** Ends every open Watch and closes the connection. */
   close() {
     this.#closed = true;
     for (const watch of this.#watches) watch.cancel();
-    if (this.#channel) this.#channel.close();
+    if (this.#connection) this.#connection.close();
+    this.#connection = null;
   }
 }
 
@@ -344,38 +390,73 @@ function connect(opts) {
   return new Promise((resolve) => resolve(new Client(opts))).then((client) => client.connect());
 }
 
-// A unary call as a Promise, bounded by `timeoutMs`.
-function call(service, rpc, request, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    service[rpc](request, { deadline: new Date(Date.now() + timeoutMs) }, (err, reply) =>
-      err ? reject(err) : resolve(reply),
-    );
-  });
-}
-
 /**
  * An open Watch: an async iterable of events {kind, metadata, time, actor,
  * missed}, never a secret. Only one loop may iterate it. The loop ends when
  * the watch is cancelled; it throws UnavailableError when the daemon ends
  * the stream (it is shutting down: watch again with `snapshot`).
+ *
+ * Events wait in a queue until the loop takes them; when it holds
+ * WATCH_HIGH_WATER of them, reading from the daemon pauses (HTTP/2 flow
+ * control then holds the daemon back, which tells a watcher that falls too
+ * far behind with a LAGGED event) and resumes once the loop has caught up.
  */
 class Watch {
-  #stream;
+  #call;
   #onClose;
-  #cancelled = false;
+  #queue = [];
+  #paused = false;
+  #ended = false; // the call is over (its outcome in #error)
   #error = null;
+  #cancelled = false;
   #iterating = false;
   #finished = false;
+  #wake = null; // resolves the loop's wait for an event or the end
+  #answer = null; // {onHeaders, onMessage, onEnd} while watch() waits for the daemon
+  #headers = false;
 
-  constructor(stream, onClose) {
-    this.#stream = stream;
+  constructor(connection, body, onClose) {
     this.#onClose = onClose;
-    // Kept from the start: an error that comes before the loop begins must
-    // not be lost.
-    stream.on('error', (e) => {
-      if (!this.#cancelled && !this.#error) this.#error = fromGrpc('watch', e);
+    this.#call = connection.serverStream(methodPath('Watch'), body, {
+      onHeaders: () => {
+        this.#headers = true;
+        if (this.#answer) this.#answer.onHeaders();
+      },
+      onMessage: (message) => this.#onMessage(message),
+      onEnd: (error) => {
+        this.#ended = true;
+        // An error is kept from the start: one that comes before the loop
+        // begins must not be lost.
+        if (error && !this.#cancelled) this.#error = fromGrpc('watch', error);
+        if (this.#answer) this.#answer.onEnd();
+        this.#done();
+        this.#wakeUp();
+      },
     });
-    stream.on('status', () => this.#done());
+  }
+
+  #onMessage(message) {
+    let event;
+    try {
+      event = eventFromWire(decode('WatchEvent', message));
+    } catch (e) {
+      if (!(e instanceof ProtoError)) throw e;
+      this.#call.fail(new CallError(STATUS.INTERNAL, `cannot decode the daemon's event: ${e.message}`));
+      return;
+    }
+    this.#queue.push(event);
+    if (this.#queue.length >= WATCH_HIGH_WATER && !this.#paused) {
+      this.#paused = true;
+      this.#call.pause();
+    }
+    if (this.#answer) this.#answer.onMessage();
+    this.#wakeUp();
+  }
+
+  #wakeUp() {
+    const wake = this.#wake;
+    this.#wake = null;
+    if (wake) wake();
   }
 
   // Resolves when the daemon answers: its response headers, or with a
@@ -385,36 +466,41 @@ class Watch {
   // with the daemon's error, with UnavailableError after `timeoutMs`, or
   // with the signal's reason.
   answered(timeoutMs, signal, snapshot) {
-    // 'readable' says an event is buffered without taking it from the stream.
-    const answer = snapshot ? 'readable' : 'metadata';
     return new Promise((resolve, reject) => {
+      let cancelTimer = () => {};
       const settle = (fn, value) => {
-        clearTimeout(timer);
-        this.#stream.removeListener(answer, onAnswer);
-        this.#stream.removeListener('status', onStatus);
+        cancelTimer();
+        this.#answer = null;
         fn(value);
       };
-      const onAnswer = () => settle(resolve);
-      const onStatus = () =>
-        settle(reject, this.#error || new UnavailableError('watch: the daemon ended the stream before answering'));
       // Before the answer, an abort rejects; after it, it ends the loop.
       const onAbort = () => {
         this.cancel();
         settle(reject, signal.reason);
       };
-      const late = snapshot ? 'accepted the watch but sent no snapshot' : 'did not answer the watch';
-      const timer = setTimeout(
-        () =>
+      if (this.#queue.length || (!snapshot && this.#headers)) {
+        resolve();
+      } else if (this.#ended) {
+        reject(this.#error || new UnavailableError('watch: the daemon ended the stream before answering'));
+        return;
+      } else {
+        this.#answer = {
+          onHeaders: () => {
+            if (!snapshot) settle(resolve);
+          },
+          onMessage: () => settle(resolve),
+          onEnd: () => settle(reject, this.#error || new UnavailableError('watch: the daemon ended the stream before answering')),
+        };
+        const late = snapshot ? 'accepted the watch but sent no snapshot' : 'did not answer the watch';
+        cancelTimer = after(timeoutMs, () =>
           settle(
             reject,
             new UnavailableError(`watch: DEADLINE_EXCEEDED: keyhavend ${late} within ${timeoutMs} ms`, {
-              grpcCode: grpc.status.DEADLINE_EXCEEDED,
+              grpcCode: STATUS.DEADLINE_EXCEEDED,
             }),
           ),
-        timeoutMs,
-      );
-      this.#stream.on(answer, onAnswer);
-      this.#stream.on('status', onStatus);
+        );
+      }
       if (signal) {
         if (signal.aborted) onAbort();
         else signal.addEventListener('abort', onAbort, { once: true });
@@ -426,8 +512,10 @@ class Watch {
   cancel() {
     if (this.#cancelled) return;
     this.#cancelled = true;
-    this.#stream.cancel();
+    this.#queue = [];
+    this.#call.cancel('the watch was cancelled');
     this.#done();
+    this.#wakeUp();
   }
 
   #done() {
@@ -438,14 +526,25 @@ class Watch {
 
   async *#events() {
     try {
-      for await (const event of this.#stream) {
+      for (;;) {
         if (this.#cancelled) return;
-        yield eventFromWire(event);
+        if (this.#queue.length) {
+          const event = this.#queue.shift();
+          if (this.#paused && this.#queue.length <= WATCH_LOW_WATER) {
+            this.#paused = false;
+            this.#call.resume();
+          }
+          yield event;
+          continue;
+        }
+        if (this.#ended) {
+          if (this.#error && !this.#cancelled) throw this.#error;
+          return;
+        }
+        await new Promise((resolve) => {
+          this.#wake = resolve;
+        });
       }
-      if (this.#error) throw this.#error;
-    } catch (e) {
-      if (this.#cancelled) return;
-      throw this.#error || fromGrpc('watch', e);
     } finally {
       this.cancel();
     }

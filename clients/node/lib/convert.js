@@ -1,6 +1,6 @@
-// Between the wire (keyhaven.v1 messages as @grpc/proto-loader gives them:
-// snake_case fields, 64-bit integers as strings, enums as names) and the
-// JavaScript values of the public API (camelCase, numbers, Dates, plain
+// Between the wire (keyhaven.v1 messages as lib/proto.js reads and writes
+// them: snake_case fields, 64-bit integers as bigints, enums as names) and
+// the JavaScript values of the public API (camelCase, numbers, Dates, plain
 // objects). Only the shape is checked here; the rules themselves (lengths,
 // characters, how many attributes) are the daemon's to apply, and its
 // INVALID_ARGUMENT names the field.
@@ -44,10 +44,13 @@ function keyFromWire(key) {
   };
 }
 
-/** Attributes for the wire: a plain object of strings. */
+/**
+ * Attributes for the wire: an object of strings, without a prototype (so
+ * that a name like "__proto__" is an attribute like any other).
+ */
 function attributesToWire(attributes, what = 'attributes') {
   if (!isPlainObject(attributes)) throw new InvalidArgumentError(`${what} must be an object of names to strings`);
-  const out = {};
+  const out = Object.create(null);
   for (const [name, value] of Object.entries(attributes)) {
     if (typeof value !== 'string') {
       throw new InvalidArgumentError(`${what}: the value of ${JSON.stringify(name)} must be a string`);
@@ -68,7 +71,7 @@ function timestampToWire(value, what) {
     throw new InvalidArgumentError(`${what} must be a Date or milliseconds since the epoch`);
   }
   const seconds = Math.floor(ms / 1000);
-  return { seconds: String(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) };
+  return { seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1e6) };
 }
 
 function timestampFromWire(ts) {
@@ -76,13 +79,13 @@ function timestampFromWire(ts) {
   return new Date(Number(ts.seconds) * 1000 + Math.floor((ts.nanos || 0) / 1e6));
 }
 
-/** A revision (number or bigint) as the wire's uint64, a decimal string. */
+/** A revision (number or bigint) as the wire's uint64, a bigint. */
 function revisionToWire(value, what) {
   const ok =
     (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) ||
     (typeof value === 'bigint' && value >= 0n && value < 2n ** 64n);
   if (!ok) throw new InvalidArgumentError(`${what} must be a whole number of at least 0`);
-  return String(value);
+  return BigInt(value);
 }
 
 /** uint64 from the wire as a number: exact up to 2^53, far past any revision. */
@@ -98,8 +101,8 @@ function metadataFromWire(m) {
     createdAt: timestampFromWire(m.created_at),
     updatedAt: timestampFromWire(m.updated_at),
     expiresAt: timestampFromWire(m.expires_at),
-    // proto3 `optional`: present only when the synthetic oneof says so.
-    label: m._label === 'label' ? m.label : null,
+    // proto3 `optional`: undefined when absent, so '' is a label.
+    label: m.label === undefined ? null : m.label,
     attributes: attributesFromWire(m.attributes),
   };
 }

@@ -8,7 +8,7 @@
 // own from keys, paths and uids only.
 'use strict';
 
-const grpc = require('@grpc/grpc-js');
+const { STATUS, statusName } = require('./grpc');
 
 /** The `keyhaven` CLI's exit codes (proto/src/exit.rs). */
 const EXIT = Object.freeze({
@@ -104,18 +104,11 @@ class UntrustedDaemonError extends KeyhavenError {
   }
 }
 
-function statusName(code) {
-  return Object.keys(grpc.status).find((k) => grpc.status[k] === code) || String(code);
-}
-
-// The daemon's message as it wrote it. The server percent-encodes '#' and
-// '?' (among others) in grpc-message; grpc-js decodes it with decodeURI,
-// which leaves those two encoded ("attribute name %231"). A literal "%23"
-// in a message reaches us as "%2523" -> "%23" too, but the daemon's
-// messages escape only ':' and '%' in keys (as %3A and %25), so decoding
-// these two is right for everything it says.
+// The daemon's message as it wrote it: lib/grpc.js has percent-decoded
+// grpc-message already (the daemon's own escapes in keys, %3A and %25,
+// arrive as it wrote them).
 function daemonText(details) {
-  return typeof details === 'string' ? details.replace(/%23/g, '#').replace(/%3F/g, '?') : '';
+  return typeof details === 'string' ? details : '';
 }
 
 /**
@@ -124,7 +117,7 @@ function daemonText(details) {
  * `method: STATUS: details`.
  */
 function fromGrpc(method, error) {
-  const s = grpc.status;
+  const s = STATUS;
   const code = typeof error.code === 'number' ? error.code : s.UNKNOWN;
   const text = daemonText(error.details);
   let details = text || 'no details';

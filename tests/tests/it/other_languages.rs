@@ -82,7 +82,8 @@ fn python() -> Result<Example, String> {
 }
 
 /// The Node example, if `node` is on PATH and the keyhaven package
-/// (clients/node) loads from examples/node: `npm ci` has run in both.
+/// (clients/node) loads from examples/node: `npm ci` has run there (the
+/// package itself has no dependencies to install).
 fn node() -> Result<Example, String> {
     let mut probe = Command::new("node");
     probe.arg("--version");
@@ -94,7 +95,7 @@ fn node() -> Result<Example, String> {
         Ok(_) => {}
     }
     let dir = repo_root().join("examples/node");
-    // Loading it loads @grpc/grpc-js and @grpc/proto-loader too.
+    // It needs nothing but Node: only the link examples/node/node_modules/keyhaven.
     let mut probe = Command::new("node");
     probe.current_dir(&dir).args([
         "-e",
@@ -103,7 +104,7 @@ fn node() -> Result<Example, String> {
     match run_bounded(probe, b"", RUN_TIMEOUT) {
         Err(e) => Err(format!("cannot run node in {} ({e})", dir.display())),
         Ok(out) if !out.status.success() => Err(format!(
-            "the keyhaven package does not load in {}; run `npm ci` in clients/node, then in examples/node: {}",
+            "the keyhaven package does not load in {}; run `npm ci` in examples/node: {}",
             dir.display(),
             last_line(&out.stderr)
         )),
