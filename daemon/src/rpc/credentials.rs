@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::identity::Identity;
 use crate::rpc::convert::{MAX_PAGE_BYTES, check_attributes, page_size, parse_filter, to_pb};
 use crate::rpc::policy::Access;
-use crate::rpc::shared::{Shared, context};
+use crate::rpc::shared::{Shared, context, peer};
 use crate::rpc::status::ServiceError;
 use crate::rpc::watch;
 use crate::store::audit::Operation;
@@ -51,12 +51,16 @@ impl Credentials for CredentialsService {
         &self,
         request: Request<pb::RetrieveRequest>,
     ) -> Result<Response<pb::RetrieveResponse>, Status> {
-        let (peer, key) = context(&request, request.get_ref().key.as_ref());
-        let result = self
-            .retrieve_one(&peer.identity, request.into_inner())
-            .await;
+        // The key is checked once, here: the audit record and the read
+        // both use it.
+        let peer = peer(&request);
+        let key = CanonicalKey::from_pb(request.get_ref().key.as_ref());
+        let result = match &key {
+            Ok(key) => self.retrieve_one(&peer.identity, key).await,
+            Err(e) => Err(ServiceError::Key(e.clone())),
+        };
         self.shared
-            .finish(Operation::Retrieve, &peer, key.as_ref(), result)
+            .finish(Operation::Retrieve, &peer, key.as_ref().ok(), result)
             .await
     }
 
@@ -171,17 +175,16 @@ impl CredentialsService {
     async fn retrieve_one(
         &self,
         who: &Identity,
-        req: pb::RetrieveRequest,
+        key: &CanonicalKey,
     ) -> Result<pb::RetrieveResponse, ServiceError> {
-        let key = CanonicalKey::from_pb(req.key.as_ref())?;
         self.shared
             .allow(who, Access::Read, key.provider(), key.server_id())?;
         let store = self.shared.vault.store()?;
-        let (meta, secret) = match store.get(&key).await {
+        let (meta, secret) = match store.get(key).await {
             Err(miss @ StoreError::NotFound { expired: false, .. }) => {
                 self.shared
                     .legacy
-                    .on_miss(&store, &key, &self.shared.audit, miss)
+                    .on_miss(&store, key, &self.shared.audit, miss)
                     .await?
             }
             other => other?,

@@ -109,6 +109,19 @@ pub(crate) fn peer<T>(req: &Request<T>) -> Peer {
     req.extensions().get::<Peer>().cloned().unwrap_or_default()
 }
 
+/// A key for a log line, written only when the line is: formatting a key
+/// costs more than a Retrieve's read.
+struct OptionalKey<'a>(Option<&'a CanonicalKey>);
+
+impl std::fmt::Display for OptionalKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(key) => key.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The caller and (when valid) the key of a request.
 pub(crate) fn context<T>(
     request: &Request<T>,
@@ -141,7 +154,8 @@ impl Shared {
             result = Err(Status::unavailable(e.to_string()));
         }
         let who = &peer.identity;
-        let key = key.map(ToString::to_string).unwrap_or_default();
+        // Formatted only if a line is written: most outcomes log nothing.
+        let key = OptionalKey(key);
         // Every request, read or write, is in the audit log with its
         // caller; the journal gets refusals and failures. A line per
         // successful write (an app refreshing its token, an import) is at

@@ -470,12 +470,61 @@ async fn writer(
     }
 }
 
+/// Folds the successful reads of one credential by one caller in `batch`
+/// (which spans at most [`LINGER`]) into one record, which says how many
+/// reads it stands for and when the last was: `keyhaven audit` still
+/// accounts for every read, and an app polling its token costs one row per
+/// batch instead of one per read. Refusals, writes and reads of other
+/// credentials or callers keep a record each.
+fn coalesce_reads(batch: &mut Vec<Record>) {
+    use std::collections::HashMap;
+    type Reader = (u32, i32, Option<Arc<str>>, Option<Arc<str>>, CanonicalKey);
+    let mut first: HashMap<Reader, (usize, u64, i64)> = HashMap::new();
+    let mut kept = Vec::with_capacity(batch.len());
+    for record in batch.drain(..) {
+        let reader = match (&record.operation, &record.key) {
+            (Operation::Retrieve, Some(key))
+                if record.outcome == "OK" && record.detail.is_empty() =>
+            {
+                let c = &record.caller;
+                Some((
+                    c.uid,
+                    c.pid,
+                    c.executable.clone(),
+                    c.app_id.clone(),
+                    key.clone(),
+                ))
+            }
+            _ => None,
+        };
+        if let Some(reader) = reader {
+            if let Some((_, count, last)) = first.get_mut(&reader) {
+                *count += 1;
+                *last = record.at;
+                continue;
+            }
+            first.insert(reader, (kept.len(), 1, record.at));
+        }
+        kept.push(record);
+    }
+    for (index, count, last) in first.into_values() {
+        if count > 1 {
+            kept[index].detail = format!(
+                "{count} reads, the last at {}",
+                keyhaven_proto::time::rfc3339(last)
+            );
+        }
+    }
+    *batch = kept;
+}
+
 /// Writes the batch, retrying (and refusing audited requests meanwhile)
 /// until it is in the log. A record is never thrown away.
 async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &AtomicBool) {
     if batch.is_empty() {
         return;
     }
+    coalesce_reads(batch);
     let mut delay = Duration::from_millis(100);
     loop {
         match write_batch(store, batch).await {
@@ -528,19 +577,34 @@ async fn write_batch(store: &Database, batch: &[Record]) -> Result<(), StoreErro
     store
         .write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            for chunk in rows.chunks(ROWS_PER_INSERT) {
+            // Two statements, both kept prepared: one for full chunks, one
+            // for a single row (the remainder). A statement per chunk length
+            // would be prepared again for almost every batch.
+            let sql = |n: usize| {
                 let mut sql = String::from(
                     "INSERT INTO audit_log (at, uid, pid, executable, app_id, operation, provider, \
                      server_id, user_id, token_type, outcome, detail) VALUES ",
                 );
-                for i in 0..chunk.len() {
+                for i in 0..n {
                     if i > 0 {
                         sql.push(',');
                     }
                     sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?)");
                 }
-                tx.prepare_cached(&sql)?
-                    .execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
+                sql
+            };
+            let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+            if chunks.len() > 0 {
+                let mut insert = tx.prepare_cached(&sql(ROWS_PER_INSERT))?;
+                for chunk in chunks.by_ref() {
+                    insert.execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
+                }
+            }
+            if !chunks.remainder().is_empty() {
+                let mut insert = tx.prepare_cached(&sql(1))?;
+                for row in chunks.remainder() {
+                    insert.execute(rusqlite::params_from_iter(row.iter()))?;
+                }
             }
             tx.commit()?;
             Ok(())

@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 use crate::error::StartError;
 use crate::fsutil;
 use crate::identity::Identity;
+use crate::store::cache::{Cached, ReadCache};
 use crate::store::crypto::{CryptoError, DataKey, Sealed};
 use crate::store::events::{Event, EventBus, EventKind};
 use crate::store::readers::{ReadError, Readers};
@@ -36,6 +37,7 @@ use crate::store::writer::{WriteError, Writer};
 
 pub mod attributes;
 pub mod audit;
+pub(crate) mod cache;
 pub mod crypto;
 pub(crate) mod events;
 pub(crate) mod model;
@@ -206,10 +208,6 @@ impl Row {
     }
 
     fn metadata(self) -> Result<Metadata, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            row_id: self.id,
-            reason,
-        };
         // Stored keys may predate a rule (bidi controls): still readable.
         let key = CanonicalKey::from_stored(
             &self.provider,
@@ -217,7 +215,19 @@ impl Row {
             &self.user_id,
             &self.token_type,
         )
-        .map_err(|e| corrupt(e.to_string()))?;
+        .map_err(|e| StoreError::Corrupt {
+            row_id: self.id,
+            reason: e.to_string(),
+        })?;
+        self.metadata_of(key)
+    }
+
+    /// The metadata of a row already known to be `key`'s.
+    fn metadata_of(self, key: CanonicalKey) -> Result<Metadata, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            row_id: self.id,
+            reason,
+        };
         let revision = u64::try_from(self.revision)
             .ok()
             .filter(|r| *r > 0)
@@ -242,6 +252,7 @@ impl Row {
 pub struct Database {
     writer: Writer<PutJob>,
     readers: Arc<Readers>,
+    cache: Arc<ReadCache>,
     path: PathBuf,
 }
 
@@ -284,10 +295,16 @@ impl Database {
         refuse_read_only(path)?;
         let refused = |e: StoreError| open_refused(path, e);
         migrate(path).await.map_err(refused)?;
-        let writer = Writer::start(path, commit_group).map_err(|e| refused(e.into()))?;
+        let cache = Arc::new(ReadCache::default());
+        let invalidated = cache.clone();
+        let writer = Writer::start(path, move |conn, jobs| {
+            commit_group(conn, jobs, &invalidated)
+        })
+        .map_err(|e| refused(e.into()))?;
         Ok(Self {
             writer,
             readers: Readers::new(path),
+            cache,
             path: path.to_path_buf(),
         })
     }
@@ -369,7 +386,13 @@ impl Database {
     pub async fn with_key(&self, key: DataKey, events: EventBus) -> Result<Store, StoreError> {
         let key = Arc::new(key);
         let attach = key.clone();
-        self.write(move |conn| attach_key(conn, &attach)).await?;
+        let cache = self.cache.clone();
+        self.write(move |conn| {
+            attach_key(conn, &attach)?;
+            cache.clear();
+            Ok(())
+        })
+        .await?;
         Ok(Store {
             db: self.clone(),
             key: Arc::new(std::sync::RwLock::new(key)),
@@ -452,7 +475,7 @@ fn forget_unused(conn: &rusqlite::Connection, current: &str) -> rusqlite::Result
 /// publishes their events in revision order and answers each caller.
 /// Runs on the writer thread, so no other write can come between the
 /// commit and the events.
-fn commit_group(conn: &mut rusqlite::Connection, jobs: Vec<PutJob>) {
+fn commit_group(conn: &mut rusqlite::Connection, jobs: Vec<PutJob>, cache: &ReadCache) {
     let Some(first) = jobs.first() else { return };
     let key = first.key.read().unwrap_or_else(|e| e.into_inner()).clone();
     let events = first.events.clone();
@@ -463,6 +486,7 @@ fn commit_group(conn: &mut rusqlite::Connection, jobs: Vec<PutJob>) {
     let now = now_unix_ms();
     match write_group(conn, &key, puts, now) {
         Ok(outcomes) => {
+            cache.invalidate(outcomes.iter().flatten().map(|(meta, _, _)| &meta.key));
             for (outcome, reply) in outcomes.into_iter().zip(replies) {
                 if let Ok((meta, created, actor)) = &outcome {
                     events.publish(Event {
@@ -621,10 +645,12 @@ impl Store {
     /// writer thread, so no Store is sealed with the old key after it.
     pub async fn rotate_to(&self, new_key: DataKey) -> Result<u64, StoreError> {
         let cell = self.key.clone();
+        let cache = self.db.cache.clone();
         self.db
             .write(move |conn| {
                 let old = cell.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let count = reseal(conn, &old, &new_key)?;
+                cache.clear();
                 crate::fault::point("rotate:after-reseal");
                 match cell.write() {
                     Ok(mut k) => *k = Arc::new(new_key),
@@ -672,7 +698,51 @@ impl Store {
     }
 
     /// Reads and opens a credential. Expired credentials are not returned.
+    /// A credential read before comes from the read cache (sealed, as in
+    /// the database; see [`cache`]).
     pub async fn get(&self, key: &CanonicalKey) -> Result<(Metadata, Secret), StoreError> {
+        let cached = match self.db.cache.get(key) {
+            Ok(cached) => cached,
+            Err(miss) => {
+                let Some(cached) = self.read_sealed(key).await? else {
+                    return Err(StoreError::NotFound {
+                        key: key.clone(),
+                        expired: false,
+                    });
+                };
+                self.db.cache.insert(key.clone(), cached.clone(), miss);
+                cached
+            }
+        };
+        let Cached {
+            meta,
+            sealed,
+            key_id,
+        } = cached;
+        if meta.expires_at.is_some_and(|t| t <= now_unix_ms()) {
+            return Err(StoreError::NotFound {
+                key: key.clone(),
+                expired: true,
+            });
+        }
+        let data_key = self.key();
+        if key_id != data_key.id() {
+            return Err(StoreError::Unsealable {
+                key: key.clone(),
+                reason: CryptoError::Open,
+            });
+        }
+        let secret = data_key
+            .open(key, &sealed)
+            .map_err(|reason| StoreError::Unsealable {
+                key: key.clone(),
+                reason,
+            })?;
+        Ok((meta, secret))
+    }
+
+    /// The row of `key`, sealed, from the database.
+    async fn read_sealed(&self, key: &CanonicalKey) -> Result<Option<Cached>, StoreError> {
         let sql = concat!(
             "SELECT ",
             meta_columns!(),
@@ -692,37 +762,16 @@ impl Store {
                     .optional()
             })
             .await?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound {
-                key: key.clone(),
-                expired: false,
-            });
-        };
-        let meta = row.row.metadata()?;
-        if meta.expires_at.is_some_and(|t| t <= now_unix_ms()) {
-            return Err(StoreError::NotFound {
-                key: key.clone(),
-                expired: true,
-            });
-        }
-        let data_key = self.key();
-        if row.key_id != data_key.id() {
-            return Err(StoreError::Unsealable {
-                key: key.clone(),
-                reason: CryptoError::Open,
-            });
-        }
-        let sealed = Sealed {
-            nonce: row.nonce,
-            ciphertext: row.ciphertext,
-        };
-        let secret = data_key
-            .open(key, &sealed)
-            .map_err(|reason| StoreError::Unsealable {
-                key: key.clone(),
-                reason,
-            })?;
-        Ok((meta, secret))
+        let Some(row) = row else { return Ok(None) };
+        // The row was found by this key: no need to parse its key fields.
+        Ok(Some(Cached {
+            meta: row.row.metadata_of(key.clone())?,
+            sealed: Sealed {
+                nonce: row.nonce,
+                ciphertext: row.ciphertext,
+            },
+            key_id: row.key_id,
+        }))
     }
 
     /// Deletes a credential, honouring `expected_revision`, and publishes a
@@ -734,6 +783,7 @@ impl Store {
         actor: &Identity,
     ) -> Result<Metadata, StoreError> {
         let (key, actor, events) = (key.clone(), actor.clone(), self.events.clone());
+        let cache = self.db.cache.clone();
         self.db
             .write(move |conn| {
                 let tx =
@@ -756,6 +806,7 @@ impl Store {
                 remove_and_publish(
                     tx,
                     vec![meta.clone()],
+                    &cache,
                     &events,
                     EventKind::Deleted,
                     Some(actor),
@@ -778,6 +829,7 @@ impl Store {
         let (provider, server_id) = (provider.to_owned(), server_id.to_owned());
         let user_id = user_id.map(str::to_owned);
         let (actor, events) = (actor.clone(), self.events.clone());
+        let cache = self.db.cache.clone();
         self.db
             .write(move |conn| {
                 let tx =
@@ -795,7 +847,7 @@ impl Store {
                     .into_iter()
                     .map(Row::metadata)
                     .collect::<Result<_, _>>()?;
-                remove_and_publish(tx, rows, &events, EventKind::Deleted, Some(actor))
+                remove_and_publish(tx, rows, &cache, &events, EventKind::Deleted, Some(actor))
             })
             .await
     }
@@ -804,6 +856,7 @@ impl Store {
     /// EXPIRED event for each. Returns how many were removed.
     pub async fn expire_due(&self) -> Result<usize, StoreError> {
         let events = self.events.clone();
+        let cache = self.db.cache.clone();
         self.db
             .write(move |conn| {
                 let now = now_unix_ms();
@@ -821,7 +874,8 @@ impl Store {
                     .into_iter()
                     .map(Row::metadata)
                     .collect::<Result<_, _>>()?;
-                let removed = remove_and_publish(tx, rows, &events, EventKind::Expired, None)?;
+                let removed =
+                    remove_and_publish(tx, rows, &cache, &events, EventKind::Expired, None)?;
                 Ok(removed.len())
             })
             .await
@@ -1105,6 +1159,7 @@ fn reseal(
 fn remove_and_publish(
     tx: rusqlite::Transaction<'_>,
     rows: Vec<Metadata>,
+    cache: &ReadCache,
     events: &EventBus,
     kind: EventKind,
     actor: Option<Identity>,
@@ -1118,6 +1173,7 @@ fn remove_and_publish(
         removed.push(Metadata { revision, ..meta });
     }
     tx.commit()?;
+    cache.invalidate(removed.iter().map(|m| &m.key));
     let now = now_unix_ms();
     for meta in &removed {
         events.publish(Event {

@@ -419,3 +419,71 @@ fn deleting_the_config_file_warns_and_status_shows_the_policy_in_force() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn repeated_reads_are_folded_into_records_that_count_every_read() {
+    let daemon = TestDaemon::start().await;
+    let client = daemon.client().await;
+    let polled = CredentialKey::new("jellyfin", "srv", "polled", "").unwrap();
+    let other = CredentialKey::new("jellyfin", "srv", "other", "").unwrap();
+    for k in [&polled, &other] {
+        client
+            .store(k, Secret::from("tok"), StoreOptions::default())
+            .await
+            .unwrap();
+    }
+    // An app polling its token, and one read of another credential and one
+    // refused read in between: each of those keeps a record of its own.
+    for i in 0..60 {
+        client.retrieve(&polled).await.unwrap();
+        if i == 30 {
+            client.retrieve(&other).await.unwrap();
+            let missing = CredentialKey::new("jellyfin", "srv", "missing", "").unwrap();
+            client.retrieve(&missing).await.unwrap_err();
+        }
+    }
+    let reads = |key: &CredentialKey| {
+        let client = client.clone();
+        let key = key.clone();
+        async move {
+            client
+                .audit(&AuditQuery {
+                    key: Some(key),
+                    ..AuditQuery::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.operation == "retrieve")
+                .collect::<Vec<_>>()
+        }
+    };
+    let polled_entries = reads(&polled).await;
+    let counted: u64 = polled_entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e.outcome, "OK");
+            match e.detail.split_once(" reads, the last at ") {
+                Some((n, _)) => n.parse::<u64>().unwrap(),
+                None => {
+                    assert_eq!(e.detail, "", "{e:?}");
+                    1
+                }
+            }
+        })
+        .sum();
+    assert_eq!(
+        counted, 60,
+        "every read is accounted for: {polled_entries:?}"
+    );
+    assert!(
+        polled_entries.len() < 60,
+        "reads within one batch share a record: {} records",
+        polled_entries.len()
+    );
+    assert_eq!(reads(&other).await.len(), 1);
+    let missing = CredentialKey::new("jellyfin", "srv", "missing", "").unwrap();
+    let refused = reads(&missing).await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].outcome, "NOT_FOUND");
+}

@@ -538,7 +538,10 @@ fn prost_types_ts(seconds: i64, nanos: i32) -> prost_types::Timestamp {
 
 #[tokio::test]
 async fn expired_credentials_are_not_returned() {
-    let daemon = TestDaemon::start().await;
+    // No sweep during the test: a sweep that ran between the Store and
+    // the Retrieve would purge the credential, and the answer would be a
+    // plain "no credential" instead of "expired".
+    let daemon = TestDaemon::start_with(|s| s.expiry_sweep = Duration::from_secs(3600)).await;
     let client = daemon.client().await;
     let k = key("plex", "", "acct");
     let past = SystemTime::now() - Duration::from_secs(60);

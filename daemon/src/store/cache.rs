@@ -1,0 +1,153 @@
+//! A read cache of sealed credentials, so a Retrieve of a credential read
+//! before costs no SQLite query. It holds what the database holds: the
+//! metadata and the ciphertext, never a plaintext secret; every Retrieve
+//! still opens the ciphertext with the data key.
+//!
+//! Coherence: only the writer thread changes the store, and it invalidates
+//! the keys a transaction changed after the commit and before it answers
+//! the writer or publishes an event, so a read that starts after a write
+//! was acknowledged never sees the old value. A reader that missed reads
+//! the database, then inserts only if no invalidation happened since its
+//! miss (a generation counter): a value read before a commit can never be
+//! inserted after that commit's invalidation.
+//!
+//! Bounded: at [`MAX_ENTRIES`] the cache is emptied and fills again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use keyhaven_proto::CanonicalKey;
+
+use crate::store::crypto::Sealed;
+use crate::store::model::Metadata;
+
+/// Most credentials cached.
+pub const MAX_ENTRIES: usize = 4096;
+
+/// A credential as stored.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    /// Its metadata.
+    pub meta: Metadata,
+    /// Its sealed secret.
+    pub sealed: Sealed,
+    /// The id of the key that sealed it.
+    pub key_id: String,
+}
+
+/// The cache. See the module doc.
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    generation: u64,
+    entries: HashMap<CanonicalKey, Cached>,
+}
+
+/// What a miss must hand back to [`ReadCache::insert`].
+#[derive(Debug, Clone, Copy)]
+pub struct Miss(u64);
+
+impl ReadCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached credential, or the miss to insert with after reading.
+    pub fn get(&self, key: &CanonicalKey) -> Result<Cached, Miss> {
+        let inner = self.lock();
+        match inner.entries.get(key) {
+            Some(cached) => Ok(cached.clone()),
+            None => Err(Miss(inner.generation)),
+        }
+    }
+
+    /// Caches what a read after `miss` found, unless a write changed the
+    /// store since.
+    pub fn insert(&self, key: CanonicalKey, value: Cached, miss: Miss) {
+        let mut inner = self.lock();
+        if inner.generation != miss.0 {
+            return;
+        }
+        if inner.entries.len() >= MAX_ENTRIES {
+            inner.entries.clear();
+        }
+        inner.entries.insert(key, value);
+    }
+
+    /// Forgets `keys` (written or removed). The writer thread calls this
+    /// after the commit, before anyone hears of it.
+    pub fn invalidate<'k>(&self, keys: impl IntoIterator<Item = &'k CanonicalKey>) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        for key in keys {
+            inner.entries.remove(key);
+        }
+    }
+
+    /// Forgets everything (every row changed: a rotation, a new key).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(revision: u64) -> Cached {
+        Cached {
+            meta: Metadata {
+                key: key(),
+                revision,
+                created_at: 0,
+                updated_at: 0,
+                expires_at: None,
+                label: None,
+                attributes: Default::default(),
+            },
+            sealed: Sealed {
+                nonce: vec![0; 12],
+                ciphertext: vec![1; 20],
+            },
+            key_id: "k".into(),
+        }
+    }
+
+    fn key() -> CanonicalKey {
+        CanonicalKey::new("jellyfin", "s", "u", "").unwrap()
+    }
+
+    #[test]
+    fn a_value_read_before_a_write_is_never_cached_after_it() {
+        let cache = ReadCache::default();
+        let miss = cache.get(&key()).unwrap_err();
+        // The reader read revision 1; meanwhile the writer committed
+        // revision 2 and invalidated.
+        cache.invalidate([&key()]);
+        cache.insert(key(), cached(1), miss);
+        assert!(cache.get(&key()).is_err(), "the stale read was not cached");
+        // A read after the invalidation is cached.
+        let miss = cache.get(&key()).unwrap_err();
+        cache.insert(key(), cached(2), miss);
+        assert_eq!(cache.get(&key()).unwrap().meta.revision, 2);
+        cache.invalidate([&key()]);
+        assert!(cache.get(&key()).is_err());
+    }
+
+    #[test]
+    fn it_stays_bounded() {
+        let cache = ReadCache::default();
+        for i in 0..MAX_ENTRIES + 10 {
+            let k = CanonicalKey::new("p", "s", &format!("u{i}"), "").unwrap();
+            let miss = cache.get(&k).unwrap_err();
+            cache.insert(k, cached(1), miss);
+        }
+        assert!(cache.lock().entries.len() <= MAX_ENTRIES);
+    }
+}
