@@ -78,6 +78,8 @@ where
             *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
             return Box::pin(std::future::ready(Ok(response)));
         }
+        // What the limit is, said only if a message breaks it: formatting
+        // it for every request cost more than the rest of this layer.
         let service = request
             .uri()
             .path()
@@ -86,15 +88,9 @@ where
             .next()
             .unwrap_or_default();
         let limit = if service == CREDENTIALS {
-            format!(
-                "the limit is max_secret_bytes plus 48 KiB for the key, label and attributes, {} bytes",
-                self.credentials_limit
-            )
+            Limit::Credentials(self.credentials_limit)
         } else {
-            format!(
-                "{} requests are limited to {SMALL_MESSAGE} bytes",
-                if service.is_empty() { "these" } else { service }
-            )
+            Limit::Small(service.into())
         };
         let response = self.inner.call(request);
         Box::pin(async move { response.await.map(|r| map_oversize(r, &limit)) })
@@ -118,7 +114,32 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 /// Rewrites tonic's "message length too large" OUT_OF_RANGE into
 /// RESOURCE_EXHAUSTED naming `limit`. Other responses pass through
 /// untouched.
-fn map_oversize<B>(mut response: http::Response<B>, limit: &str) -> http::Response<B> {
+/// Which limit a request was held to.
+enum Limit {
+    /// `Credentials`: `max_secret_bytes` plus the key, label and attributes.
+    Credentials(usize),
+    /// Every other service, by name.
+    Small(Box<str>),
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Credentials(bytes) => write!(
+                f,
+                "the limit is max_secret_bytes plus 48 KiB for the key, label and attributes, \
+                 {bytes} bytes"
+            ),
+            Self::Small(service) => write!(
+                f,
+                "{} requests are limited to {SMALL_MESSAGE} bytes",
+                if service.is_empty() { "these" } else { service }
+            ),
+        }
+    }
+}
+
+fn map_oversize<B>(mut response: http::Response<B>, limit: &Limit) -> http::Response<B> {
     let Some(status) = tonic::Status::from_header_map(response.headers()) else {
         return response;
     };

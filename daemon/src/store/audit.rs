@@ -478,38 +478,51 @@ async fn writer(
 /// credentials or callers keep a record each.
 fn coalesce_reads(batch: &mut Vec<Record>) {
     use std::collections::HashMap;
-    type Reader = (u32, i32, Option<Arc<str>>, Option<Arc<str>>, CanonicalKey);
-    let mut first: HashMap<Reader, (usize, u64, i64)> = HashMap::new();
-    let mut kept = Vec::with_capacity(batch.len());
+    use std::hash::BuildHasher;
+    fn foldable(r: &Record) -> bool {
+        r.operation == Operation::Retrieve
+            && r.key.is_some()
+            && r.outcome == "OK"
+            && r.detail.is_empty()
+    }
+    fn same_reader(a: &Record, b: &Record) -> bool {
+        let (x, y) = (&a.caller, &b.caller);
+        x.uid == y.uid
+            && x.pid == y.pid
+            && x.executable == y.executable
+            && x.app_id == y.app_id
+            && a.key == b.key
+    }
+    // Hashes, not copies, of the readers: the batch is walked once.
+    let hasher = std::collections::hash_map::RandomState::new();
+    let hash = |r: &Record| {
+        hasher.hash_one((
+            r.caller.uid,
+            r.caller.pid,
+            &r.caller.executable,
+            &r.caller.app_id,
+            &r.key,
+        ))
+    };
+    let mut readers: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut kept: Vec<Record> = Vec::with_capacity(batch.len());
+    let mut folded: Vec<(u64, i64)> = Vec::with_capacity(batch.len());
     for record in batch.drain(..) {
-        let reader = match (&record.operation, &record.key) {
-            (Operation::Retrieve, Some(key))
-                if record.outcome == "OK" && record.detail.is_empty() =>
-            {
-                let c = &record.caller;
-                Some((
-                    c.uid,
-                    c.pid,
-                    c.executable.clone(),
-                    c.app_id.clone(),
-                    key.clone(),
-                ))
-            }
-            _ => None,
-        };
-        if let Some(reader) = reader {
-            if let Some((_, count, last)) = first.get_mut(&reader) {
-                *count += 1;
-                *last = record.at;
+        if foldable(&record) {
+            let candidates = readers.entry(hash(&record)).or_default();
+            if let Some(&i) = candidates.iter().find(|&&i| same_reader(&kept[i], &record)) {
+                folded[i].0 += 1;
+                folded[i].1 = record.at;
                 continue;
             }
-            first.insert(reader, (kept.len(), 1, record.at));
+            candidates.push(kept.len());
         }
+        folded.push((1, record.at));
         kept.push(record);
     }
-    for (index, count, last) in first.into_values() {
+    for (record, (count, last)) in kept.iter_mut().zip(folded) {
         if count > 1 {
-            kept[index].detail = format!(
+            record.detail = format!(
                 "{count} reads, the last at {}",
                 keyhaven_proto::time::rfc3339(last)
             );

@@ -14,7 +14,7 @@
 //! Bounded: at [`MAX_ENTRIES`] the cache is emptied and fills again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use keyhaven_proto::CanonicalKey;
 
@@ -44,7 +44,7 @@ pub struct ReadCache {
 #[derive(Debug, Default)]
 struct Inner {
     generation: u64,
-    entries: HashMap<CanonicalKey, Cached>,
+    entries: HashMap<CanonicalKey, Arc<Cached>>,
 }
 
 /// What a miss must hand back to [`ReadCache::insert`].
@@ -57,7 +57,7 @@ impl ReadCache {
     }
 
     /// The cached credential, or the miss to insert with after reading.
-    pub fn get(&self, key: &CanonicalKey) -> Result<Cached, Miss> {
+    pub fn get(&self, key: &CanonicalKey) -> Result<Arc<Cached>, Miss> {
         let inner = self.lock();
         match inner.entries.get(key) {
             Some(cached) => Ok(cached.clone()),
@@ -67,7 +67,7 @@ impl ReadCache {
 
     /// Caches what a read after `miss` found, unless a write changed the
     /// store since.
-    pub fn insert(&self, key: CanonicalKey, value: Cached, miss: Miss) {
+    pub fn insert(&self, key: CanonicalKey, value: Arc<Cached>, miss: Miss) {
         let mut inner = self.lock();
         if inner.generation != miss.0 {
             return;
@@ -130,11 +130,11 @@ mod tests {
         // The reader read revision 1; meanwhile the writer committed
         // revision 2 and invalidated.
         cache.invalidate([&key()]);
-        cache.insert(key(), cached(1), miss);
+        cache.insert(key(), Arc::new(cached(1)), miss);
         assert!(cache.get(&key()).is_err(), "the stale read was not cached");
         // A read after the invalidation is cached.
         let miss = cache.get(&key()).unwrap_err();
-        cache.insert(key(), cached(2), miss);
+        cache.insert(key(), Arc::new(cached(2)), miss);
         assert_eq!(cache.get(&key()).unwrap().meta.revision, 2);
         cache.invalidate([&key()]);
         assert!(cache.get(&key()).is_err());
@@ -146,7 +146,7 @@ mod tests {
         for i in 0..MAX_ENTRIES + 10 {
             let k = CanonicalKey::new("p", "s", &format!("u{i}"), "").unwrap();
             let miss = cache.get(&k).unwrap_err();
-            cache.insert(k, cached(1), miss);
+            cache.insert(k, Arc::new(cached(1)), miss);
         }
         assert!(cache.lock().entries.len() <= MAX_ENTRIES);
     }

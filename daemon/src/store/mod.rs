@@ -710,6 +710,7 @@ impl Store {
                         expired: false,
                     });
                 };
+                let cached = Arc::new(cached);
                 self.db.cache.insert(key.clone(), cached.clone(), miss);
                 cached
             }
@@ -718,7 +719,7 @@ impl Store {
             meta,
             sealed,
             key_id,
-        } = cached;
+        } = &*cached;
         if meta.expires_at.is_some_and(|t| t <= now_unix_ms()) {
             return Err(StoreError::NotFound {
                 key: key.clone(),
@@ -733,12 +734,12 @@ impl Store {
             });
         }
         let secret = data_key
-            .open(key, &sealed)
+            .open(key, sealed)
             .map_err(|reason| StoreError::Unsealable {
                 key: key.clone(),
                 reason,
             })?;
-        Ok((meta, secret))
+        Ok((meta.clone(), secret))
     }
 
     /// The row of `key`, sealed, from the database.
