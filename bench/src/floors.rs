@@ -221,7 +221,7 @@ fn raw_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
 }
 
 /// A tonic channel over the Unix socket, set up like the keyhaven client's.
-async fn echo_channel(socket: &Path) -> Result<EchoClient<tonic::transport::Channel>> {
+pub(crate) async fn echo_channel(socket: &Path) -> Result<EchoClient<tonic::transport::Channel>> {
     let target = socket.to_owned();
     let channel = tonic::transport::Endpoint::from_static("http://localhost")
         .connect_timeout(Duration::from_secs(5))
@@ -240,7 +240,7 @@ async fn echo_channel(socket: &Path) -> Result<EchoClient<tonic::transport::Chan
 }
 
 /// One Echo call with a [`PAYLOAD`]-byte payload.
-async fn echo_once(mut client: EchoClient<tonic::transport::Channel>) -> Result<()> {
+pub(crate) async fn echo_once(mut client: EchoClient<tonic::transport::Channel>) -> Result<()> {
     let reply = client
         .echo(EchoMessage {
             payload: vec![7u8; PAYLOAD],

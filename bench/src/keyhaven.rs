@@ -46,14 +46,28 @@ impl Home {
         Ok(Self { dir })
     }
 
+    /// The home directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The daemon's socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("run/keyhaven.sock")
     }
 
-    fn command(&self, exe: &Path) -> Command {
+    /// The daemon's command line, run under `wrapper` (e.g. valgrind and
+    /// its options) when that is not empty.
+    fn wrapped(&self, wrapper: &[std::ffi::OsString], exe: &Path) -> Command {
         let root = self.dir.path();
-        let mut cmd = Command::new(exe);
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(exe),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(exe);
+                cmd
+            }
+        };
         // Nothing of the caller's environment: no keyhaven settings, no
         // session bus (so the key-file tier), no socket activation.
         cmd.env_clear();
@@ -75,11 +89,23 @@ impl Home {
     /// Starts the daemon with its CPU mask at `cpu` and waits until it
     /// answers `Status`. Returns it and how long that took from exec.
     pub fn start(&self, exe: &Path, cpu: Option<usize>) -> Result<(Daemon, Duration)> {
+        self.start_under(&[], exe, cpu, Duration::from_secs(20))
+    }
+
+    /// As [`Home::start`], with the daemon run under `wrapper`, waiting up
+    /// to `patience` for its first answer.
+    pub fn start_under(
+        &self,
+        wrapper: &[std::ffi::OsString],
+        exe: &Path,
+        cpu: Option<usize>,
+        patience: Duration,
+    ) -> Result<(Daemon, Duration)> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("daemon.log"))?;
-        let mut cmd = self.command(exe);
+        let mut cmd = self.wrapped(wrapper, exe);
         cmd.stderr(log);
         let t0 = Instant::now();
         let child = spawn_on(&mut cmd, cpu)?;
@@ -88,7 +114,7 @@ impl Home {
             log: self.dir.path().join("daemon.log"),
         };
         let socket = self.socket();
-        let deadline = t0 + Duration::from_secs(20);
+        let deadline = t0 + patience;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -104,7 +130,8 @@ impl Home {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "keyhavend did not answer within 20 s: {}",
+                    "keyhavend did not answer within {} s: {}",
+                    patience.as_secs(),
                     daemon.log_tail()
                 );
             }
@@ -201,7 +228,7 @@ fn spread(i: u64, n: usize) -> usize {
 }
 
 /// A multi-thread runtime like the one an app would have: 2 workers.
-fn client_runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn client_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -209,7 +236,7 @@ fn client_runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Stores `count` credentials through `clients` concurrent connections.
-async fn seed(socket: &Path, count: usize, clients: usize) -> Result<()> {
+pub(crate) async fn seed(socket: &Path, count: usize, clients: usize) -> Result<()> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..clients {

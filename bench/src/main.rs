@@ -12,6 +12,7 @@
 //! nothing.
 
 mod floors;
+mod instructions;
 mod keyhaven;
 mod plot;
 mod report;
@@ -53,6 +54,10 @@ struct Args {
     /// Seconds each throughput point runs (default: 3; quick: 0.2).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Measure the floors and operations this many times (default 3;
+    /// quick: 1) and judge their targets on the median.
+    #[arg(long)]
+    repeat: Option<usize>,
     /// Run only these sections (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
@@ -72,6 +77,8 @@ enum Section {
     Startup,
     /// Retrieve and List with 1k, 100k, 1M credentials.
     Scale,
+    /// Server-side instructions per Echo, Retrieve and Store (callgrind).
+    Instructions,
     /// One Store reaching 100 watchers.
     Watch,
 }
@@ -118,14 +125,22 @@ fn main() -> Result<()> {
     let wants = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let mut report = Report::new(plan.quick);
     println!(
-        "keyhaven-bench {}{}: {} CPUs, daemon {}",
+        "keyhaven-bench {}{}: commit {}, {} CPUs ({}), kernel {}, load {}, daemon {}",
         report.version,
         if plan.quick {
             " (quick mode: figures mean nothing)"
         } else {
             ""
         },
+        report.commit.as_deref().unwrap_or("unknown"),
         report.machine.cpus,
+        report
+            .machine
+            .cpu_model
+            .as_deref()
+            .unwrap_or("unknown model"),
+        report.machine.kernel.as_deref().unwrap_or("unknown"),
+        report.machine.load_average.as_deref().unwrap_or("unknown"),
         daemon.display()
     );
     if report.machine.cpus < 2 {
@@ -134,13 +149,31 @@ fn main() -> Result<()> {
                 .to_owned(),
         );
     }
-    if wants(Section::Floors) {
-        println!("== floors");
-        floors::run(&plan, &me, &mut report)?;
-    }
-    if wants(Section::Ops) {
-        println!("== keyhaven operations");
-        keyhaven::ops(&plan, &daemon, &mut report)?;
+    // The floors and the operations, repeated: each repetition's ratios are
+    // to its own floors, and the spread says how far the machine can be
+    // trusted.
+    let repeat = args.repeat.unwrap_or(if plan.quick { 1 } else { 3 }).max(1);
+    report.repetitions = repeat;
+    let mut runs = Vec::new();
+    if wants(Section::Floors) || wants(Section::Ops) {
+        for rep in 1..=repeat {
+            let mut run = Report::new(plan.quick);
+            if wants(Section::Floors) {
+                println!("== floors ({rep}/{repeat})");
+                floors::run(&plan, &me, &mut run)?;
+            }
+            if wants(Section::Ops) {
+                println!("== keyhaven operations ({rep}/{repeat})");
+                keyhaven::ops(&plan, &daemon, &mut run)?;
+            }
+            targets::check(&mut run);
+            runs.push(run);
+        }
+        if let Some(last) = runs.last() {
+            report.measurements.clone_from(&last.measurements);
+            report.skipped.extend(last.skipped.iter().cloned());
+        }
+        targets::check_floors(&mut report, &runs);
     }
     if wants(Section::SecretService) {
         println!("== Secret Service");
@@ -154,13 +187,21 @@ fn main() -> Result<()> {
         println!("== scale");
         keyhaven::scale(&plan, &daemon, &mut report)?;
     }
+    if wants(Section::Instructions) {
+        println!("== instructions (callgrind)");
+        instructions::run(&plan, &me, &daemon, &mut report)?;
+    }
     if wants(Section::Watch) {
         println!("== watch fan-out");
         keyhaven::watch(&plan, &daemon, &mut report)?;
     }
     targets::check(&mut report);
+    targets::use_medians(&mut report, &runs);
     println!("\n{}", report.table());
     print!("{}", report.target_lines());
+    for w in &report.warnings {
+        println!("WARNING: {w}");
+    }
     report.write_json(&args.out)?;
     std::fs::write(&args.svg, plot::svg(&report))
         .with_context(|| format!("write {}", args.svg.display()))?;

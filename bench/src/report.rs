@@ -159,6 +159,8 @@ pub struct Machine {
     pub kernel: Option<String>,
     /// CPU model, when known.
     pub cpu_model: Option<String>,
+    /// The 1-, 5- and 15-minute load averages when the run started.
+    pub load_average: Option<String>,
 }
 
 impl Machine {
@@ -173,6 +175,8 @@ impl Machine {
                     .find_map(|l| l.strip_prefix("model name"))
                     .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
             }),
+            load_average: read("/proc/loadavg")
+                .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
         }
     }
 }
@@ -196,6 +200,13 @@ pub struct Report {
     pub targets: Vec<Target>,
     /// Sections that could not run, and why.
     pub skipped: Vec<String>,
+    /// Reasons to distrust this run's figures (a floor that moved).
+    pub warnings: Vec<String>,
+    /// How many times the floors and operations were measured; targets
+    /// on them are the median of the repetitions.
+    pub repetitions: usize,
+    /// The git commit of the working directory, when it is a checkout.
+    pub commit: Option<String>,
 }
 
 impl Report {
@@ -212,7 +223,16 @@ impl Report {
             scalars: Vec::new(),
             targets: Vec::new(),
             skipped: Vec::new(),
+            warnings: Vec::new(),
+            repetitions: 1,
+            commit: commit(),
         }
+    }
+
+    /// Records a reason to distrust the figures, loudly.
+    pub fn warn(&mut self, why: String) {
+        eprintln!("WARNING: {why}");
+        self.warnings.push(why);
     }
 
     /// The measurement called `name`.
@@ -347,6 +367,24 @@ impl Report {
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
     }
+}
+
+/// The commit checked out in the current directory (`git describe`-like:
+/// the short hash, with `-dirty` when files differ), if any.
+fn commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let hash = git(&["rev-parse", "--short", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{hash}-dirty") } else { hash })
 }
 
 /// `12.3 µs` or `1.25 ms`.

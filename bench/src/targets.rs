@@ -72,6 +72,19 @@ pub fn check(report: &mut Report) {
             ));
         }
     }
+    if let Some(v) = report.scalar("instructions_retrieve_ratio") {
+        found.push((
+            "Retrieve / tonic echo, server instructions (callgrind)".to_owned(),
+            v,
+            1.2,
+            false,
+            format!(
+                "{:.0} vs {:.0} instructions per request",
+                report.scalar("instructions_retrieve").unwrap_or(0.0),
+                report.scalar("instructions_tonic_echo").unwrap_or(0.0)
+            ),
+        ));
+    }
     if let Some(v) = report.scalar("cold_start_ms") {
         found.push((
             "cold start, ms".to_owned(),
@@ -113,5 +126,67 @@ pub fn check(report: &mut Report) {
     }
     for (goal, measured, bound, at_least, detail) in found {
         push(report, &goal, measured, bound, at_least, detail);
+    }
+}
+
+/// Replaces the measured value of each target with its median over
+/// `runs` (the repetitions of the floors and operations), saying the range.
+pub fn use_medians(report: &mut Report, runs: &[Report]) {
+    if runs.len() < 2 {
+        return;
+    }
+    for t in &mut report.targets {
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.targets.iter().find(|x| x.goal == t.goal))
+            .map(|x| x.measured)
+            .collect();
+        if values.len() < 2 {
+            continue;
+        }
+        values.sort_by(f64::total_cmp);
+        let median = values[values.len() / 2];
+        t.detail = format!(
+            "median of {} runs, range {:.2}–{:.2}; last run: {}",
+            values.len(),
+            values[0],
+            values[values.len() - 1],
+            t.detail
+        );
+        t.measured = median;
+        t.met = if t.at_least {
+            median >= t.bound
+        } else {
+            median <= t.bound
+        };
+    }
+}
+
+/// Warns when a floor moved between repetitions: a floor that got much
+/// slower means something else took the machine, and ratios to it mean
+/// little.
+pub fn check_floors(report: &mut Report, runs: &[Report]) {
+    const MOVED: f64 = 1.5;
+    for floor in ["raw_echo", "tonic_echo", "sqlite_upsert_fsync"] {
+        let p50: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.get(floor)?.at(Placement::SameCpu).map(|s| s.p50_us))
+            .collect();
+        let ops: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| Some(r.get(floor)?.throughput.last()?.summary.ops_per_s))
+            .collect();
+        for (what, values) in [("p50 latency", p50), ("throughput", ops)] {
+            let (min, max) = values
+                .iter()
+                .fold((f64::MAX, 0.0_f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            if values.len() >= 2 && min > 0.0 && max / min > MOVED {
+                report.warn(format!(
+                    "the {floor} floor's {what} moved {:.1}x between repetitions ({min:.1} to \
+                     {max:.1}): the machine was busy; ratios from this run are unreliable",
+                    max / min
+                ));
+            }
+        }
     }
 }
