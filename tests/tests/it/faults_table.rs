@@ -1,33 +1,88 @@
 //! `docs/faults.md` names, for each bad input or fault, the test that tries
-//! it. This fails when a named test does not exist in `tests/it/`, so the
-//! table cannot silently drift from the suite.
+//! it, and SECURITY.md's "Tested claims" name the test of each claim. This
+//! fails when a named test does not exist, so neither table can silently
+//! drift from the suite.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-#[test]
-fn every_test_named_in_the_faults_table_exists() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let table = std::fs::read_to_string(root.join("../docs/faults.md")).unwrap();
-    let mut sources = String::new();
-    for entry in std::fs::read_dir(root.join("tests/it")).unwrap() {
-        sources.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
     }
-    let mut named = 0;
-    for row in table
+}
+
+/// The end-to-end tests and the crates' unit tests, as one text.
+fn sources() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in [
+        "tests/tests/it",
+        "daemon/src",
+        "proto/src",
+        "client/src",
+        "cli/src",
+    ] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect()
+}
+
+/// The test names in the last column of each row of the tables in `text`.
+fn named_tests(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for row in text
         .lines()
         .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
     {
         let last = row.trim_end_matches('|').rsplit('|').next().unwrap();
         for name in last.split('`').skip(1).step_by(2) {
-            if name == "test" {
-                continue;
+            if name != "test"
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                names.push(name.to_owned());
             }
-            named += 1;
-            assert!(
-                sources.contains(&format!("fn {name}(")),
-                "docs/faults.md names `{name}`, which is not a test in tests/tests"
-            );
         }
     }
-    assert!(named >= 25, "the table names {named} tests");
+    names
+}
+
+fn check(doc: &str, text: &str, at_least: usize) {
+    let sources = sources();
+    let names = named_tests(text);
+    for name in &names {
+        assert!(
+            sources.contains(&format!("fn {name}(")),
+            "{doc} names `{name}`, which is not a test"
+        );
+    }
+    assert!(names.len() >= at_least, "{doc} names {} tests", names.len());
+}
+
+#[test]
+fn every_test_named_in_the_faults_table_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let table = std::fs::read_to_string(root.join("../docs/faults.md")).unwrap();
+    check("docs/faults.md", &table, 25);
+}
+
+#[test]
+fn every_test_named_for_a_security_claim_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let security = std::fs::read_to_string(root.join("../SECURITY.md")).unwrap();
+    let claims = security
+        .split("## Tested claims")
+        .nth(1)
+        .expect("SECURITY.md has a Tested claims section");
+    check("SECURITY.md", claims, 20);
 }
