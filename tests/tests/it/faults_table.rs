@@ -3,37 +3,24 @@
 //! fails when a named test does not exist, so neither table can silently
 //! drift from the suite.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Every `.rs` file under `dir`.
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+use keyhaven_tests::rust_files;
 
 /// The end-to-end tests and the crates' unit tests, as one text.
 fn sources() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files = Vec::new();
-    for dir in [
+    [
         "tests/tests/it",
         "daemon/src",
         "proto/src",
         "client/src",
         "cli/src",
-    ] {
-        rust_files(&root.join(dir), &mut files);
-    }
-    files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect()
+    ]
+    .into_iter()
+    .flat_map(|dir| rust_files(&root.join(dir)))
+    .map(|f| std::fs::read_to_string(f).unwrap())
+    .collect()
 }
 
 /// The test names in the last column of each row of the tables in `text`.

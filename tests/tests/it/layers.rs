@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use keyhaven_tests::rust_files;
+
 /// The layers, top first: a module may use modules of its own layer and of
 /// the layers after it, never of one before it.
 const LAYERS: [(&str, &[&str]); 6] = [
@@ -38,17 +40,6 @@ fn module_of(rel: &Path) -> Option<String> {
         _ => {}
     }
     Some(parts.join("::"))
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The source without comments and string literals, so that prose and
@@ -157,8 +148,7 @@ fn expand(prefix: &str, tree: &str, out: &mut Vec<Vec<String>>) {
 /// Module -> the crate modules it uses.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
     let root = src();
-    let mut files = Vec::new();
-    rust_files(&root, &mut files);
+    let files = rust_files(&root);
     let modules: BTreeMap<String, PathBuf> = files
         .into_iter()
         .filter_map(|f| Some((module_of(f.strip_prefix(&root).unwrap())?, f)))
