@@ -18,7 +18,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -118,7 +118,7 @@ fn serve_tonic(socket: &Path) -> Result<()> {
 
 /// A floor's server process; killed when dropped.
 #[derive(Debug)]
-struct Server {
+pub(crate) struct Server {
     child: Child,
     socket: PathBuf,
 }
@@ -127,7 +127,20 @@ impl Server {
     /// Starts `me serve KIND SOCKET` on `cpu` (`None`: unpinned) and waits
     /// until the socket accepts connections.
     fn start(me: &Path, kind: &str, socket: &Path, cpu: Option<usize>) -> Result<Self> {
-        let mut cmd = Command::new(me);
+        Self::start_under(&[], me, kind, socket, cpu, Duration::from_secs(10))
+    }
+
+    /// As [`Server::start`], run under `wrapper` (e.g. valgrind and its
+    /// options) when that is not empty, waiting up to `patience`.
+    pub(crate) fn start_under(
+        wrapper: &[std::ffi::OsString],
+        me: &Path,
+        kind: &str,
+        socket: &Path,
+        cpu: Option<usize>,
+        patience: Duration,
+    ) -> Result<Self> {
+        let mut cmd = crate::stats::command_under(wrapper, me);
         cmd.arg("serve")
             .arg(kind)
             .arg(socket)
@@ -138,7 +151,7 @@ impl Server {
             child,
             socket: socket.to_owned(),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + patience;
         loop {
             if UnixStream::connect(socket).is_ok() {
                 return Ok(server);
@@ -148,12 +161,18 @@ impl Server {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the {kind} server did not listen on {} in 10 s",
-                    socket.display()
+                    "the {kind} server did not listen on {} in {} s",
+                    socket.display(),
+                    patience.as_secs()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Its pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -15,12 +15,13 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use keyhaven::{Client, StoreOptions};
 
+use crate::floors::Server;
 use crate::keyhaven::{Home, client_runtime, key, seed};
 use crate::report::Report;
 use crate::stats::Plan;
@@ -127,19 +128,40 @@ fn totals(file: &Path) -> Result<Option<u64>> {
         .and_then(|v| v.parse().ok()))
 }
 
+/// How long a server under valgrind may take to start.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The server `pid` under callgrind (dumping to `out`) is warmed up by
+/// `requests(0, WARMUP)`, then counted over `requests(WARMUP, n)`: the
+/// instructions per request, its deferred work included.
+fn per_request(
+    pid: u32,
+    out: &Path,
+    what: &str,
+    n: usize,
+    mut requests: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<f64> {
+    requests(0, WARMUP)?;
+    std::thread::sleep(SETTLE);
+    dump(pid, out)?;
+    requests(WARMUP, n)?;
+    std::thread::sleep(SETTLE);
+    let counted = dump(pid, out)?;
+    keep(out, what)?;
+    Ok(counted as f64 / n as f64)
+}
+
 /// Server instructions per Retrieve: keyhavend under callgrind, one
 /// client, one stored credential read `n` times.
 fn retrieve(daemon_exe: &Path, n: usize) -> Result<f64> {
     let home = Home::new()?;
     let out = home.path().join("callgrind.out");
-    let (daemon, _) =
-        home.start_under(&callgrind(&out), daemon_exe, None, Duration::from_secs(120))?;
+    let (daemon, _) = home.start_under(&callgrind(&out), daemon_exe, None, PATIENCE)?;
     let rt = client_runtime()?;
-    let socket = home.socket();
-    rt.block_on(seed(&socket, 1, 1))?;
-    let client = rt.block_on(Client::connect_to(&socket))?;
+    rt.block_on(seed(&home.socket(), 1, 1))?;
+    let client = rt.block_on(Client::connect_to(home.socket()))?;
     let k = key(0);
-    let read = |count: usize| -> Result<()> {
+    let per = per_request(daemon.pid(), &out, "retrieve", n, |_, count| {
         rt.block_on(async {
             for _ in 0..count {
                 client.retrieve(&k).await?;
@@ -147,17 +169,10 @@ fn retrieve(daemon_exe: &Path, n: usize) -> Result<f64> {
             Ok::<_, keyhaven::Error>(())
         })?;
         Ok(())
-    };
-    read(WARMUP)?;
-    std::thread::sleep(SETTLE);
-    dump(daemon.pid(), &out)?;
-    read(n)?;
-    std::thread::sleep(SETTLE);
-    let counted = dump(daemon.pid(), &out)?;
-    keep(&out, "retrieve")?;
+    })?;
     drop(client);
     daemon.stop()?;
-    Ok(counted as f64 / n as f64)
+    Ok(per)
 }
 
 /// Server instructions per Store, as [`retrieve`] (each Store alone: one
@@ -165,35 +180,24 @@ fn retrieve(daemon_exe: &Path, n: usize) -> Result<f64> {
 fn store(daemon_exe: &Path, n: usize) -> Result<f64> {
     let home = Home::new()?;
     let out = home.path().join("callgrind.out");
-    let (daemon, _) =
-        home.start_under(&callgrind(&out), daemon_exe, None, Duration::from_secs(120))?;
+    let (daemon, _) = home.start_under(&callgrind(&out), daemon_exe, None, PATIENCE)?;
     let rt = client_runtime()?;
     let client = rt.block_on(Client::connect_to(home.socket()))?;
-    let write = |from: usize, count: usize| -> Result<()> {
+    let per = per_request(daemon.pid(), &out, "store", n, |from, count| {
         rt.block_on(async {
             for i in from..from + count {
+                let secret = keyhaven::Secret::from(format!("token-{i:020}"));
                 client
-                    .store(
-                        &key(i % 64),
-                        keyhaven::Secret::from(format!("token-{i:020}")),
-                        StoreOptions::default(),
-                    )
+                    .store(&key(i % 64), secret, StoreOptions::default())
                     .await?;
             }
             Ok::<_, keyhaven::Error>(())
         })?;
         Ok(())
-    };
-    write(0, WARMUP)?;
-    std::thread::sleep(SETTLE);
-    dump(daemon.pid(), &out)?;
-    write(WARMUP, n)?;
-    std::thread::sleep(SETTLE);
-    let counted = dump(daemon.pid(), &out)?;
-    keep(&out, "store")?;
+    })?;
     drop(client);
     daemon.stop()?;
-    Ok(counted as f64 / n as f64)
+    Ok(per)
 }
 
 /// Server instructions per tonic Echo (the floor), measured the same way.
@@ -201,53 +205,17 @@ fn echo(me: &Path, n: usize) -> Result<f64> {
     let dir = tempfile::Builder::new().prefix("kh-bench-ir").tempdir()?;
     let socket = dir.path().join("echo.sock");
     let out = dir.path().join("callgrind.out");
-    let mut cmd = Command::new("valgrind");
-    cmd.args(&callgrind(&out)[1..])
-        .arg(me)
-        .arg("serve")
-        .arg("tonic-echo")
-        .arg(&socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let mut child = Killed(cmd.spawn().context("run the echo server under valgrind")?);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        if let Some(status) = child.0.try_wait()? {
-            bail!("the echo server exited under valgrind: {status}");
-        }
-        if Instant::now() > deadline {
-            bail!("the echo server did not listen within 120 s under valgrind");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = Server::start_under(&callgrind(&out), me, "tonic-echo", &socket, None, PATIENCE)?;
     let rt = client_runtime()?;
     let channel = rt.block_on(crate::floors::echo_channel(&socket))?;
-    let call = |count: usize| -> Result<()> {
+    per_request(server.pid(), &out, "tonic_echo", n, |_, count| {
         rt.block_on(async {
             for _ in 0..count {
                 crate::floors::echo_once(channel.clone()).await?;
             }
             Ok::<_, anyhow::Error>(())
         })
-    };
-    call(WARMUP)?;
-    std::thread::sleep(SETTLE);
-    dump(child.0.id(), &out)?;
-    call(n)?;
-    std::thread::sleep(SETTLE);
-    let counted = dump(child.0.id(), &out)?;
-    keep(&out, "tonic_echo")?;
-    Ok(counted as f64 / n as f64)
-}
-
-/// Kills the child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    })
 }
 
 /// Instructions per Echo, Retrieve and Store, and the Retrieve ratio.

@@ -60,14 +60,7 @@ impl Home {
     /// its options) when that is not empty.
     fn wrapped(&self, wrapper: &[std::ffi::OsString], exe: &Path) -> Command {
         let root = self.dir.path();
-        let mut cmd = match wrapper.split_first() {
-            None => Command::new(exe),
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(exe);
-                cmd
-            }
-        };
+        let mut cmd = crate::stats::command_under(wrapper, exe);
         // Nothing of the caller's environment: no keyhaven settings, no
         // session bus (so the key-file tier), no socket activation.
         cmd.env_clear();

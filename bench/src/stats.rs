@@ -320,6 +320,22 @@ where
     })
 }
 
+/// `exe`, or `exe` run under `wrapper` (a program and its options, such
+/// as valgrind's) when that is not empty.
+pub fn command_under(
+    wrapper: &[std::ffi::OsString],
+    exe: &std::path::Path,
+) -> std::process::Command {
+    match wrapper.split_first() {
+        None => std::process::Command::new(exe),
+        Some((program, args)) => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(args).arg(exe);
+            cmd
+        }
+    }
+}
+
 /// Spawns `cmd` with its CPU mask set to `cpu` (`None`: unpinned).
 pub fn spawn_on(
     cmd: &mut std::process::Command,

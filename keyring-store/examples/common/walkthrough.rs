@@ -45,6 +45,9 @@ fn run(args: &[&str]) -> Result<(), Error> {
             Ok(())
         }
         ["get", service, user] => {
+            // Asked for, like `keyhaven get` or `secret-tool lookup`: the
+            // password goes to stdout and nowhere else (never a log or an
+            // error).
             println!("{}", Entry::new(service, user)?.get_password()?);
             Ok(())
         }
