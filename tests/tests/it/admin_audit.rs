@@ -487,3 +487,48 @@ async fn repeated_reads_are_folded_into_records_that_count_every_read() {
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].outcome, "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn an_audit_record_is_an_append_and_a_query_by_key_finds_only_its_own() {
+    let daemon = TestDaemon::start().await;
+    let client = daemon.client().await;
+    let keys: Vec<CredentialKey> = (0..20)
+        .map(|i| CredentialKey::new("jellyfin", "srv", &format!("user-{i}"), "").unwrap())
+        .collect();
+    for k in &keys {
+        client
+            .store(k, Secret::from("tok"), StoreOptions::default())
+            .await
+            .unwrap();
+    }
+    for k in keys.iter().rev() {
+        client.retrieve(k).await.unwrap();
+    }
+    let found = client
+        .audit(&AuditQuery {
+            key: Some(keys[7].clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let ops: Vec<&str> = found.iter().map(|e| e.operation.as_str()).collect();
+    assert_eq!(ops, ["retrieve", "store"], "newest first: {found:?}");
+    assert!(found.iter().all(|e| e.key.as_ref() == Some(&keys[7])));
+
+    // One index, on time, which records are appended to in order. The
+    // index on the key that the first schema had put each record at a
+    // random place in it, and no query used it.
+    let (_dir, settings) = daemon.stop().await;
+    let url = format!("sqlite://{}?mode=ro", settings.database().display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_log' \
+         ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(indexes, [("audit_log_at".to_owned(),)]);
+}
