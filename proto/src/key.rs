@@ -143,6 +143,30 @@ impl CanonicalKey {
         Self::new(&key.provider, &key.server_id, &key.user_id, &key.token_type)
     }
 
+    /// [`CanonicalKey::from_pb`] for a key the caller owns: the same rules,
+    /// and the strings are kept instead of copied.
+    pub fn from_pb_owned(key: Option<pb::CredentialKey>) -> Result<Self, KeyError> {
+        let mut key = key.ok_or(KeyError::MissingKey)?;
+        if key.token_type.is_empty() {
+            DEFAULT_TOKEN_TYPE.clone_into(&mut key.token_type);
+        }
+        check_name("key.provider", &key.provider)?;
+        check_text_with(
+            "key.server_id",
+            &key.server_id,
+            Limits::ID_BYTES,
+            Bidi::Refuse,
+        )?;
+        check_text_with("key.user_id", &key.user_id, Limits::ID_BYTES, Bidi::Refuse)?;
+        check_name("key.token_type", &key.token_type)?;
+        Ok(Self {
+            provider: key.provider,
+            server_id: key.server_id,
+            user_id: key.user_id,
+            token_type: key.token_type,
+        })
+    }
+
     /// A key that was already accepted once: a row of a store, or a key the
     /// daemon sends back. The same rules as [`CanonicalKey::new`], except
     /// that bidirectional controls, which older versions accepted, are let
@@ -170,6 +194,16 @@ impl CanonicalKey {
             server_id: self.server_id.clone(),
             user_id: self.user_id.clone(),
             token_type: self.token_type.clone(),
+        }
+    }
+
+    /// The wire form, without copying the strings.
+    pub fn into_pb(self) -> pb::CredentialKey {
+        pb::CredentialKey {
+            provider: self.provider,
+            server_id: self.server_id,
+            user_id: self.user_id,
+            token_type: self.token_type,
         }
     }
 
@@ -206,7 +240,18 @@ impl CanonicalKey {
     /// An unambiguous byte encoding (each field length-prefixed), used as
     /// associated data when sealing so a sealed secret is bound to its key.
     pub fn binding_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(self.binding_len());
+        self.write_binding(&mut out);
+        out
+    }
+
+    /// The length of [`CanonicalKey::binding_bytes`].
+    pub fn binding_len(&self) -> usize {
+        16 + self.provider.len() + self.server_id.len() + self.user_id.len() + self.token_type.len()
+    }
+
+    /// Appends [`CanonicalKey::binding_bytes`] to `out`.
+    pub fn write_binding(&self, out: &mut Vec<u8>) {
         for field in [
             &self.provider,
             &self.server_id,
@@ -217,7 +262,6 @@ impl CanonicalKey {
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(field.as_bytes());
         }
-        out
     }
 }
 
@@ -254,11 +298,17 @@ pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), KeyErro
     }
     check_len(field, value, Limits::NAME_BYTES)?;
     check_controls(field, value, Bidi::Refuse)?;
+    // Bytes suffice: every byte of a non-ASCII character fails the test,
+    // and the first one starts that character.
     match value
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
     {
-        Some((at, found)) => Err(KeyError::BadNameChar { field, found, at }),
+        Some(at) => Err(KeyError::BadNameChar {
+            field,
+            found: value[at..].chars().next().unwrap_or('\u{fffd}'),
+            at,
+        }),
         None => Ok(()),
     }
 }
@@ -290,6 +340,10 @@ fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), KeyErro
 }
 
 fn check_controls(field: &'static str, value: &str, bidi: Bidi) -> Result<(), KeyError> {
+    // Printable ASCII, what almost every key is, has none of them.
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
+    }
     // Cc covers NUL, C0, DEL and C1; line and paragraph separators would break
     // line-oriented output too.
     for (at, c) in value.char_indices() {
@@ -341,6 +395,48 @@ mod tests {
 
     fn key(p: &str, s: &str, u: &str, t: &str) -> CanonicalKey {
         CanonicalKey::new(p, s, u, t).unwrap()
+    }
+
+    #[test]
+    fn an_owned_wire_key_is_judged_exactly_like_a_borrowed_one() {
+        let long = "x".repeat(Limits::ID_BYTES + 1);
+        let cases = [
+            ("jellyfin", "srv-1", "user-1", ""),
+            ("jellyfin", "srv-1", "user-1", "refresh_token"),
+            ("emby", "ünïcödé 服务器", "", "x"),
+            ("", "s", "u", ""),
+            ("bad name", "s", "u", ""),
+            ("jellyfin", "tab\there", "u", ""),
+            ("jellyfin", "s", "del\u{7f}", ""),
+            ("jellyfin", "s", "rlo\u{202e}", ""),
+            ("jellyfin", "s", "c1\u{85}", ""),
+            ("jellyfin", "ls\u{2028}", "u", ""),
+            ("jellyfin", long.as_str(), "u", ""),
+            ("jellyfin", "s", "u", "bad/type"),
+        ];
+        for (p, s, u, t) in cases {
+            let wire = pb::CredentialKey {
+                provider: p.to_owned(),
+                server_id: s.to_owned(),
+                user_id: u.to_owned(),
+                token_type: t.to_owned(),
+            };
+            let borrowed = CanonicalKey::from_pb(Some(&wire));
+            let owned = CanonicalKey::from_pb_owned(Some(wire));
+            assert_eq!(
+                format!("{owned:?}"),
+                format!("{borrowed:?}"),
+                "{p:?} {s:?} {u:?} {t:?}"
+            );
+        }
+        assert!(matches!(
+            CanonicalKey::from_pb_owned(None),
+            Err(KeyError::MissingKey)
+        ));
+        assert_eq!(
+            key("plex", "", "", "").into_pb(),
+            key("plex", "", "", "").to_pb()
+        );
     }
 
     #[test]

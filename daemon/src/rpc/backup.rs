@@ -323,7 +323,7 @@ pub async fn export(
                     .outcome(
                         who,
                         crate::store::audit::Operation::Export,
-                        Some(&key),
+                        Some(key.clone()),
                         None,
                     )
                     .await;
@@ -792,7 +792,7 @@ async fn apply(
                     .outcome(
                         who,
                         crate::store::audit::Operation::Restore,
-                        Some(&key),
+                        Some(key.clone()),
                         None,
                     )
                     .await;

@@ -20,7 +20,7 @@ pub const MAX_PAGE_BYTES: usize = 1 << 20;
 /// Wire form of metadata.
 pub fn to_pb(meta: Metadata) -> pb::CredentialMetadata {
     pb::CredentialMetadata {
-        key: Some(meta.key.to_pb()),
+        key: Some(meta.key.into_pb()),
         revision: meta.revision,
         created_at: Some(from_unix_ms(meta.created_at)),
         updated_at: Some(from_unix_ms(meta.updated_at)),

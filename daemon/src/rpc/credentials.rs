@@ -43,7 +43,7 @@ impl Credentials for CredentialsService {
         let (peer, key) = context(&request, request.get_ref().key.as_ref());
         let result = self.store_one(&peer.identity, request.into_inner()).await;
         self.shared
-            .finish(Operation::Store, &peer, key.as_ref(), result)
+            .finish(Operation::Store, &peer, key, result)
             .await
     }
 
@@ -54,13 +54,13 @@ impl Credentials for CredentialsService {
         // The key is checked once, here: the audit record and the read
         // both use it.
         let peer = peer(&request);
-        let key = CanonicalKey::from_pb(request.get_ref().key.as_ref());
+        let key = CanonicalKey::from_pb_owned(request.into_inner().key);
         let result = match &key {
             Ok(key) => self.retrieve_one(&peer.identity, key).await,
             Err(e) => Err(ServiceError::Key(e.clone())),
         };
         self.shared
-            .finish(Operation::Retrieve, &peer, key.as_ref().ok(), result)
+            .finish(Operation::Retrieve, &peer, key.ok(), result)
             .await
     }
 
@@ -71,7 +71,7 @@ impl Credentials for CredentialsService {
         let (peer, key) = context(&request, request.get_ref().key.as_ref());
         let result = self.delete_one(&peer.identity, request.into_inner()).await;
         self.shared
-            .finish(Operation::Delete, &peer, key.as_ref(), result)
+            .finish(Operation::Delete, &peer, key, result)
             .await
     }
 
@@ -252,7 +252,7 @@ impl CredentialsService {
             let _ = self
                 .shared
                 .audit
-                .outcome(who, Operation::Logout, Some(&meta.key), None)
+                .outcome(who, Operation::Logout, Some(meta.key.clone()), None)
                 .await;
         }
         Ok(pb::LogoutResponse {

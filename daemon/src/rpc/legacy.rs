@@ -271,14 +271,14 @@ pub fn daemon_identity() -> Identity {
 
 /// A migration's record. Its failure is not the caller's: the Retrieve
 /// that triggered it is audited (and refused if the log is failing) on its own.
-async fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &str, detail: String) {
+async fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &'static str, detail: String) {
     let _ = audit
         .record(Record {
             at: keyhaven_proto::time::now_unix_ms(),
             caller: daemon_identity(),
             operation: crate::store::audit::Operation::Migrate,
             key: Some(key.clone()),
-            outcome: outcome.to_owned(),
+            outcome,
             detail,
         })
         .await;

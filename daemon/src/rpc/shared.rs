@@ -122,6 +122,42 @@ impl std::fmt::Display for OptionalKey<'_> {
     }
 }
 
+/// The journal's line for a request's outcome. Every request, read or
+/// write, is in the audit log with its caller; the journal gets refusals
+/// and failures. A line per successful write (an app refreshing its token,
+/// an import) is at debug: at load it cost more than the write's share of
+/// the commit.
+fn log_outcome(
+    op: Operation,
+    who: &Identity,
+    key: Option<&CanonicalKey>,
+    refused: Option<&Status>,
+) {
+    let write = op.is_write();
+    // Formatted only if a line is written: most outcomes log nothing.
+    let key = OptionalKey(key);
+    match refused {
+        None if write => {
+            tracing::debug!(op = op.as_str(), %key, caller = %who.describe(), "done")
+        }
+        None => tracing::debug!(op = op.as_str(), %key, uid = who.uid, pid = who.pid, "ok"),
+        Some(status) if write && status.code() == tonic::Code::FailedPrecondition => {
+            tracing::info!(op = op.as_str(), %key, caller = %who.describe(), message = status.message(), "declined")
+        }
+        Some(status)
+            if matches!(
+                status.code(),
+                tonic::Code::NotFound | tonic::Code::FailedPrecondition
+            ) =>
+        {
+            tracing::debug!(op = op.as_str(), %key, uid = who.uid, pid = who.pid,
+                code = ?status.code(), message = status.message(), "declined")
+        }
+        Some(status) => tracing::info!(op = op.as_str(), %key, uid = who.uid, pid = who.pid,
+            code = ?status.code(), message = status.message(), "refused"),
+    }
+}
+
 /// The caller and (when valid) the key of a request.
 pub(crate) fn context<T>(
     request: &Request<T>,
@@ -132,55 +168,37 @@ pub(crate) fn context<T>(
 }
 
 impl Shared {
-    /// Turns a handler's result into the gRPC answer, records it in the
-    /// audit log and logs it (key and caller, never the secret).
+    /// Turns a handler's result into the gRPC answer, logs it (key and
+    /// caller, never the secret) and records it in the audit log, which
+    /// takes the key.
     pub(crate) async fn finish<T>(
         &self,
         op: Operation,
         peer: &Peer,
-        key: Option<&CanonicalKey>,
+        key: Option<CanonicalKey>,
         result: Result<T, ServiceError>,
     ) -> Result<Response<T>, Status> {
-        let mut result = result.map(Response::new).map_err(Status::from);
+        let result = result.map(Response::new).map_err(Status::from);
         let write = op.is_write();
-        if let Err(e) = self
+        log_outcome(op, &peer.identity, key.as_ref(), result.as_ref().err());
+        match self
             .audit
             .outcome(&peer.identity, op, key, result.as_ref().err())
             .await
-            && !write
         {
             // Nothing is served unrecorded. (A write that got this far is
             // committed; its caller must hear that it happened.)
-            result = Err(Status::unavailable(e.to_string()));
+            Err(e) if !write => {
+                tracing::info!(
+                    op = op.as_str(),
+                    uid = peer.identity.uid,
+                    pid = peer.identity.pid,
+                    "refused: the audit log cannot be written"
+                );
+                Err(Status::unavailable(e.to_string()))
+            }
+            _ => result,
         }
-        let who = &peer.identity;
-        // Formatted only if a line is written: most outcomes log nothing.
-        let key = OptionalKey(key);
-        // Every request, read or write, is in the audit log with its
-        // caller; the journal gets refusals and failures. A line per
-        // successful write (an app refreshing its token, an import) is at
-        // debug: at load it cost more than the write's share of the commit.
-        match &result {
-            Ok(_) if write => {
-                tracing::debug!(op = op.as_str(), %key, caller = %who.describe(), "done")
-            }
-            Ok(_) => tracing::debug!(op = op.as_str(), %key, uid = who.uid, pid = who.pid, "ok"),
-            Err(status) if write && status.code() == tonic::Code::FailedPrecondition => {
-                tracing::info!(op = op.as_str(), %key, caller = %who.describe(), message = status.message(), "declined")
-            }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
-                ) =>
-            {
-                tracing::debug!(op = op.as_str(), %key, uid = who.uid, pid = who.pid,
-                    code = ?status.code(), message = status.message(), "declined")
-            }
-            Err(status) => tracing::info!(op = op.as_str(), %key, uid = who.uid, pid = who.pid,
-                code = ?status.code(), message = status.message(), "refused"),
-        }
-        result
     }
 
     /// Admin access (RotateKey, MoveKey, Audit.Query) under the policy.

@@ -32,6 +32,7 @@ use keyhaven_proto::time::now_unix_ms;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::identity::Identity;
+use crate::store::fasthash::FastState;
 use crate::store::{Database, StoreError};
 
 /// Records waiting to be written before new ones are dropped.
@@ -41,8 +42,8 @@ const BATCH: usize = 512;
 /// How long the first record of a batch waits for more before the batch is
 /// written. A flush (an audit query, shutdown) writes at once.
 pub const LINGER: Duration = Duration::from_millis(100);
-/// Rows per INSERT statement (12 bound values each, far below SQLite's
-/// limit on variables).
+/// Rows per INSERT statement ([`COLUMNS`] bound values each, far below
+/// SQLite's limit on variables).
 const ROWS_PER_INSERT: usize = 64;
 
 /// What a caller did (or tried), as recorded in the audit log. The text
@@ -125,7 +126,7 @@ pub struct Record {
     /// Which credential, when the operation has one.
     pub key: Option<CanonicalKey>,
     /// `OK` or the gRPC code name of the refusal.
-    pub outcome: String,
+    pub outcome: &'static str,
     /// Why, for refusals. Never a secret.
     pub detail: String,
 }
@@ -270,18 +271,18 @@ impl AuditLog {
         &self,
         caller: &Identity,
         operation: Operation,
-        key: Option<&CanonicalKey>,
+        key: Option<CanonicalKey>,
         status: Option<&tonic::Status>,
     ) -> Result<(), AuditUnavailable> {
         let (outcome, detail) = match status {
-            None => ("OK".to_owned(), String::new()),
-            Some(s) => (code_name(s.code()).to_owned(), s.message().to_owned()),
+            None => ("OK", String::new()),
+            Some(s) => (code_name(s.code()), s.message().to_owned()),
         };
         self.record(Record {
             at: now_unix_ms(),
             caller: caller.clone(),
             operation,
-            key: key.cloned(),
+            key,
             outcome,
             detail,
         })
@@ -478,6 +479,7 @@ async fn writer(
 /// credentials or callers keep a record each.
 fn coalesce_reads(batch: &mut Vec<Record>) {
     use std::collections::HashMap;
+    use std::collections::hash_map::Entry;
     use std::hash::BuildHasher;
     fn foldable(r: &Record) -> bool {
         r.operation == Operation::Retrieve
@@ -493,10 +495,11 @@ fn coalesce_reads(batch: &mut Vec<Record>) {
             && x.app_id == y.app_id
             && a.key == b.key
     }
-    // Hashes, not copies, of the readers: the batch is walked once.
-    let hasher = std::collections::hash_map::RandomState::new();
+    // One pass, each reader hashed once. Two readers whose hashes collide
+    // are simply not folded: every read still has its record.
+    let state = FastState::default();
     let hash = |r: &Record| {
-        hasher.hash_one((
+        state.hash_one((
             r.caller.uid,
             r.caller.pid,
             &r.caller.executable,
@@ -504,18 +507,23 @@ fn coalesce_reads(batch: &mut Vec<Record>) {
             &r.key,
         ))
     };
-    let mut readers: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut readers: HashMap<u64, usize, FastState> = HashMap::with_hasher(state);
     let mut kept: Vec<Record> = Vec::with_capacity(batch.len());
     let mut folded: Vec<(u64, i64)> = Vec::with_capacity(batch.len());
     for record in batch.drain(..) {
         if foldable(&record) {
-            let candidates = readers.entry(hash(&record)).or_default();
-            if let Some(&i) = candidates.iter().find(|&&i| same_reader(&kept[i], &record)) {
-                folded[i].0 += 1;
-                folded[i].1 = record.at;
-                continue;
+            match readers.entry(hash(&record)) {
+                Entry::Occupied(first) if same_reader(&kept[*first.get()], &record) => {
+                    let i = *first.get();
+                    folded[i].0 += 1;
+                    folded[i].1 = record.at;
+                    continue;
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(slot) => {
+                    slot.insert(kept.len());
+                }
             }
-            candidates.push(kept.len());
         }
         folded.push((1, record.at));
         kept.push(record);
@@ -538,21 +546,21 @@ async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &A
         return;
     }
     coalesce_reads(batch);
+    let records: Arc<[Record]> = std::mem::take(batch).into();
     let mut delay = Duration::from_millis(100);
     loop {
-        match write_batch(store, batch).await {
+        match write_batch(store, records.clone()).await {
             Ok(()) => {
                 if failing.swap(false, Ordering::AcqRel) {
                     tracing::warn!("the audit log can be written again; serving requests");
                 }
-                batch.clear();
                 return;
             }
             Err(e) => {
                 if !failing.swap(true, Ordering::AcqRel) {
                     tracing::error!(
                         error = %e,
-                        records = batch.len(),
+                        records = records.len(),
                         "could not write audit records; refusing audited requests until they are written"
                     );
                 }
@@ -563,30 +571,33 @@ async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &A
     }
 }
 
-async fn write_batch(store: &Database, batch: &[Record]) -> Result<(), StoreError> {
-    use rusqlite::types::Value;
-    const COLUMNS: usize = 12;
-    let rows: Vec<[Value; COLUMNS]> = batch
-        .iter()
-        .map(|r| {
-            let k = r.key.as_ref();
-            let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
-            [
-                Value::Integer(r.at),
-                Value::Integer(i64::from(r.caller.uid)),
-                Value::Integer(i64::from(r.caller.pid)),
-                Value::Text(r.caller.executable.as_deref().unwrap_or("").to_owned()),
-                Value::Text(r.caller.app_id.as_deref().unwrap_or("").to_owned()),
-                Value::Text(r.operation.as_str().to_owned()),
-                text(k.map(CanonicalKey::provider)),
-                text(k.map(CanonicalKey::server_id)),
-                text(k.map(CanonicalKey::user_id)),
-                text(k.map(CanonicalKey::token_type)),
-                Value::Text(r.outcome.clone()),
-                Value::Text(r.detail.clone()),
-            ]
-        })
-        .collect();
+/// Columns of an audit row that a record fills.
+const COLUMNS: usize = 12;
+
+/// Binds `r` to the statement's parameters `first + 1 ..= first + COLUMNS`,
+/// straight from the record: no copy of its strings.
+fn bind_record(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    first: usize,
+    r: &Record,
+) -> rusqlite::Result<()> {
+    let k = r.key.as_ref();
+    insert.raw_bind_parameter(first + 1, r.at)?;
+    insert.raw_bind_parameter(first + 2, i64::from(r.caller.uid))?;
+    insert.raw_bind_parameter(first + 3, i64::from(r.caller.pid))?;
+    insert.raw_bind_parameter(first + 4, r.caller.executable.as_deref().unwrap_or(""))?;
+    insert.raw_bind_parameter(first + 5, r.caller.app_id.as_deref().unwrap_or(""))?;
+    insert.raw_bind_parameter(first + 6, r.operation.as_str())?;
+    insert.raw_bind_parameter(first + 7, k.map(CanonicalKey::provider))?;
+    insert.raw_bind_parameter(first + 8, k.map(CanonicalKey::server_id))?;
+    insert.raw_bind_parameter(first + 9, k.map(CanonicalKey::user_id))?;
+    insert.raw_bind_parameter(first + 10, k.map(CanonicalKey::token_type))?;
+    insert.raw_bind_parameter(first + 11, r.outcome)?;
+    insert.raw_bind_parameter(first + 12, r.detail.as_str())?;
+    Ok(())
+}
+
+async fn write_batch(store: &Database, records: Arc<[Record]>) -> Result<(), StoreError> {
     store
         .write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -606,17 +617,21 @@ async fn write_batch(store: &Database, batch: &[Record]) -> Result<(), StoreErro
                 }
                 sql
             };
-            let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+            let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
             if chunks.len() > 0 {
                 let mut insert = tx.prepare_cached(&sql(ROWS_PER_INSERT))?;
                 for chunk in chunks.by_ref() {
-                    insert.execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
+                    for (i, r) in chunk.iter().enumerate() {
+                        bind_record(&mut insert, i * COLUMNS, r)?;
+                    }
+                    insert.raw_execute()?;
                 }
             }
             if !chunks.remainder().is_empty() {
                 let mut insert = tx.prepare_cached(&sql(1))?;
-                for row in chunks.remainder() {
-                    insert.execute(rusqlite::params_from_iter(row.iter()))?;
+                for r in chunks.remainder() {
+                    bind_record(&mut insert, 0, r)?;
+                    insert.raw_execute()?;
                 }
             }
             tx.commit()?;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use keyhaven_proto::CanonicalKey;
 
 use crate::store::crypto::Sealed;
+use crate::store::fasthash::FastState;
 use crate::store::model::Metadata;
 
 /// Most credentials cached.
@@ -44,7 +45,7 @@ pub struct ReadCache {
 #[derive(Debug, Default)]
 struct Inner {
     generation: u64,
-    entries: HashMap<CanonicalKey, Arc<Cached>>,
+    entries: HashMap<CanonicalKey, Arc<Cached>, FastState>,
 }
 
 /// What a miss must hand back to [`ReadCache::insert`].

@@ -133,10 +133,11 @@ impl DataKey {
     }
 
     fn secret_aad(&self, key: &CanonicalKey) -> Vec<u8> {
-        let mut aad = AAD_SECRET.to_vec();
+        let mut aad = Vec::with_capacity(AAD_SECRET.len() + self.id.len() + 1 + key.binding_len());
+        aad.extend_from_slice(AAD_SECRET);
         aad.extend_from_slice(self.id.as_bytes());
         aad.push(0);
-        aad.extend_from_slice(&key.binding_bytes());
+        key.write_binding(&mut aad);
         aad
     }
 
