@@ -97,6 +97,14 @@ impl Echo for EchoService {
 /// The tonic server, on a runtime shaped like keyhavend's (2 workers) and
 /// with the HTTP/2 settings keyhavend's server uses.
 fn serve_tonic(socket: &Path) -> Result<()> {
+    // A subscriber that wants nothing, as keyhavend's wants nothing below
+    // INFO: the spans h2 and tonic open on every request are then off at
+    // their call sites. Without any subscriber, tracing's `log` feature
+    // (which sqlx turns on in this binary) formats each of them for the
+    // `log` crate, about 14,000 instructions per Echo that a plain tonic
+    // server does not spend, and the floor would be that much too high.
+    tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())
+        .context("set the echo server's tracing subscriber")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -126,7 +134,7 @@ pub(crate) struct Server {
 impl Server {
     /// Starts `me serve KIND SOCKET` on `cpu` (`None`: unpinned) and waits
     /// until the socket accepts connections.
-    fn start(me: &Path, kind: &str, socket: &Path, cpu: Option<usize>) -> Result<Self> {
+    pub(crate) fn start(me: &Path, kind: &str, socket: &Path, cpu: Option<usize>) -> Result<Self> {
         Self::start_under(&[], me, kind, socket, cpu, Duration::from_secs(10))
     }
 

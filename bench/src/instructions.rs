@@ -28,6 +28,8 @@ use crate::stats::Plan;
 
 /// Requests before counting (connection set-up, caches, statement cache).
 const WARMUP: usize = 200;
+/// Credentials stored before the Retrieves, as in the `ops` section.
+const SEEDED: usize = 1_000;
 /// Long enough for the audit log's 100 ms batch to be written.
 const SETTLE: Duration = Duration::from_millis(400);
 
@@ -152,18 +154,36 @@ fn per_request(
 }
 
 /// Server instructions per Retrieve: keyhavend under callgrind, one
-/// client, one stored credential read `n` times.
-fn retrieve(daemon_exe: &Path, n: usize) -> Result<f64> {
+/// client, [`SEEDED`] stored credentials. With `spread`, each read is of a
+/// well-spread one of them (so each read is its own audit record);
+/// without, the first one is read `n` times (so the audit log folds the
+/// reads of a batch into one record).
+fn retrieve(daemon_exe: &Path, n: usize, spread: bool) -> Result<f64> {
     let home = Home::new()?;
     let out = home.path().join("callgrind.out");
     let (daemon, _) = home.start_under(&callgrind(&out), daemon_exe, None, PATIENCE)?;
     let rt = client_runtime()?;
-    rt.block_on(seed(&home.socket(), 1, 1))?;
+    rt.block_on(seed(&home.socket(), SEEDED, 4))?;
     let client = rt.block_on(Client::connect_to(home.socket()))?;
-    let k = key(0);
-    let per = per_request(daemon.pid(), &out, "retrieve", n, |_, count| {
+    if spread {
+        // Every credential read once: the read cache is as warm as in a
+        // daemon that has served its apps for a while.
         rt.block_on(async {
-            for _ in 0..count {
+            for i in 0..SEEDED {
+                client.retrieve(&key(i)).await?;
+            }
+            Ok::<_, keyhaven::Error>(())
+        })?;
+    }
+    let what = if spread { "retrieve" } else { "retrieve_same" };
+    let per = per_request(daemon.pid(), &out, what, n, |from, count| {
+        rt.block_on(async {
+            for i in from..from + count {
+                let k = key(if spread {
+                    crate::keyhaven::spread(i as u64, SEEDED)
+                } else {
+                    0
+                });
                 client.retrieve(&k).await?;
             }
             Ok::<_, keyhaven::Error>(())
@@ -236,16 +256,25 @@ pub fn run(plan: &Plan, me: &Path, daemon: &Path, report: &mut Report) -> Result
         "instructions/op",
         "server side, callgrind: a tonic Echo of 100 bytes on one connection",
     );
-    let retrieve = retrieve(daemon, n)?;
+    let spread = retrieve(daemon, n, true)?;
     report.add_scalar(
         "instructions_retrieve",
-        retrieve,
+        spread,
         "instructions/op",
-        "server side, callgrind: a Retrieve on one connection, audit record included",
+        "server side, callgrind: a Retrieve of a well-spread one of 1,000 credentials on one \
+         connection, its own audit record included",
+    );
+    let same = retrieve(daemon, n, false)?;
+    report.add_scalar(
+        "instructions_retrieve_same",
+        same,
+        "instructions/op",
+        "server side, callgrind: a Retrieve of one credential again and again on one \
+         connection (the audit log folds the reads of a batch into one record)",
     );
     report.add_scalar(
         "instructions_retrieve_ratio",
-        retrieve / echo,
+        spread / echo,
         "x",
         "Retrieve instructions / tonic Echo instructions, server side",
     );

@@ -215,7 +215,7 @@ fn server_filter(server: usize) -> ListFilter {
 
 /// A well-spread index in `0..n` for iteration `i` (no two neighbours
 /// share pages, unlike `i % n`).
-fn spread(i: u64, n: usize) -> usize {
+pub(crate) fn spread(i: u64, n: usize) -> usize {
     let mixed = i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17;
     (mixed % n as u64) as usize
 }

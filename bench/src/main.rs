@@ -11,6 +11,7 @@
 //! with tiny counts, to prove the benchmark still works; its figures mean
 //! nothing.
 
+mod bare;
 mod floors;
 mod instructions;
 mod keyhaven;
@@ -71,6 +72,9 @@ enum Section {
     Floors,
     /// Retrieve, Store and List through the daemon at 1..128 clients.
     Ops,
+    /// The echo floor and Retrieve through bare tonic stubs, one thread
+    /// with a current-thread runtime per client.
+    Bare,
     /// gnome-keyring lookup and store in a private D-Bus session.
     SecretService,
     /// Cold start, idle RSS, RSS under load.
@@ -155,7 +159,7 @@ fn main() -> Result<()> {
     let repeat = args.repeat.unwrap_or(if plan.quick { 1 } else { 3 }).max(1);
     report.repetitions = repeat;
     let mut runs = Vec::new();
-    if wants(Section::Floors) || wants(Section::Ops) {
+    if wants(Section::Floors) || wants(Section::Ops) || wants(Section::Bare) {
         for rep in 1..=repeat {
             let mut run = Report::new(plan.quick);
             if wants(Section::Floors) {
@@ -165,6 +169,10 @@ fn main() -> Result<()> {
             if wants(Section::Ops) {
                 println!("== keyhaven operations ({rep}/{repeat})");
                 keyhaven::ops(&plan, &daemon, &mut run)?;
+            }
+            if wants(Section::Bare) {
+                println!("== bare stubs, thread per client ({rep}/{repeat})");
+                bare::run(&plan, &me, &daemon, &mut run)?;
             }
             targets::check(&mut run);
             runs.push(run);

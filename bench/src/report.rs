@@ -43,6 +43,10 @@ pub struct Point {
     /// in microseconds, when the server is a process of its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_op: Option<f64>,
+    /// CPU time the benchmark's own process (the clients) spent per
+    /// operation, in microseconds, where it is measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cpu_us_per_op: Option<f64>,
 }
 
 impl Point {
@@ -52,6 +56,7 @@ impl Point {
             clients,
             summary,
             server_cpu_us_per_op: None,
+            client_cpu_us_per_op: None,
         }
     }
 
@@ -62,6 +67,16 @@ impl Point {
             && self.summary.samples > 0
         {
             self.server_cpu_us_per_op = Some((a - b) / self.summary.samples as f64);
+        }
+        self
+    }
+
+    /// Adds the clients' CPU per operation, as [`Point::with_server_cpu`].
+    pub fn with_client_cpu(mut self, before: Option<f64>, after: Option<f64>) -> Self {
+        if let (Some(b), Some(a)) = (before, after)
+            && self.summary.samples > 0
+        {
+            self.client_cpu_us_per_op = Some((a - b) / self.summary.samples as f64);
         }
         self
     }
@@ -425,13 +440,24 @@ pub fn print_line(m: &Measurement) {
     let tput: Vec<String> = m
         .throughput
         .iter()
-        .map(|p| match p.server_cpu_us_per_op {
-            Some(cpu) => format!(
-                "{} @{} (server CPU {cpu:.1} µs/op)",
-                rate(p.summary.ops_per_s),
-                p.clients
-            ),
-            None => format!("{} @{}", rate(p.summary.ops_per_s), p.clients),
+        .map(|p| {
+            let mut cpu = Vec::new();
+            if let Some(us) = p.server_cpu_us_per_op {
+                cpu.push(format!("server CPU {us:.1} µs/op"));
+            }
+            if let Some(us) = p.client_cpu_us_per_op {
+                cpu.push(format!("client CPU {us:.1} µs/op"));
+            }
+            if cpu.is_empty() {
+                format!("{} @{}", rate(p.summary.ops_per_s), p.clients)
+            } else {
+                format!(
+                    "{} @{} ({})",
+                    rate(p.summary.ops_per_s),
+                    p.clients,
+                    cpu.join(", ")
+                )
+            }
         })
         .collect();
     let mut line = format!("  {}:", m.name);

@@ -52,6 +52,18 @@ pub fn check(report: &mut Report) {
             ));
         }
     }
+    if let (Some(r), Some(echo)) = (report.get("retrieve_bare"), report.get("tonic_echo_bare"))
+        && let (Some(a), Some(b)) = (r.with_clients(32), echo.with_clients(32))
+    {
+        found.push((
+            "Retrieve ops/s / tonic echo ops/s, 32 clients, bare stubs, thread per client"
+                .to_owned(),
+            a.ops_per_s / b.ops_per_s,
+            0.9,
+            true,
+            format!("{:.0}/s vs {:.0}/s", a.ops_per_s, b.ops_per_s),
+        ));
+    }
     if let (Some(s), Some(floor)) = (report.get("store"), report.get("sqlite_upsert_fsync")) {
         // The single-writer fsync floor: the best the floor reached at any
         // client count (its writers serialize on the one write lock).
@@ -167,7 +179,12 @@ pub fn use_medians(report: &mut Report, runs: &[Report]) {
 /// little.
 pub fn check_floors(report: &mut Report, runs: &[Report]) {
     const MOVED: f64 = 1.5;
-    for floor in ["raw_echo", "tonic_echo", "sqlite_upsert_fsync"] {
+    for floor in [
+        "raw_echo",
+        "tonic_echo",
+        "sqlite_upsert_fsync",
+        "tonic_echo_bare",
+    ] {
         let p50: Vec<f64> = runs
             .iter()
             .filter_map(|r| r.get(floor)?.at(Placement::SameCpu).map(|s| s.p50_us))
