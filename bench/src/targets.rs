@@ -112,7 +112,7 @@ pub fn check(report: &mut Report) {
             v,
             10.0,
             false,
-            "VmRSS after start and 1,000 stores".to_owned(),
+            "VmRSS after start, 1,000 stores and 2.5 s without a connection".to_owned(),
         ));
     }
     let scales: Vec<(usize, f64)> = report

@@ -177,6 +177,14 @@ impl OpenConnections {
         ConnectionGuard(self.clone())
     }
 
+    /// Completes once a connection is open.
+    pub async fn until_busy(&self) {
+        let mut rx = self.0.subscribe();
+        if rx.wait_for(|n| *n > 0).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Completes once no connection has been open for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
         let mut rx = self.0.subscribe();

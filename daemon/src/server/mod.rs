@@ -109,6 +109,7 @@ impl Prepared {
         // The socket is listening and the store is open with its key:
         // connections from now on are answered.
         platform::notify_ready();
+        let trim = tokio::spawn(release_code_when_idle(self.policy.open.clone()));
         let snapshots = tokio::spawn(backup::automatic(self.shared.clone()));
         let maintenance = tokio::spawn(maintain(
             self.shared.clone(),
@@ -147,6 +148,7 @@ impl Prepared {
         )
         .await;
         let _ = self.stopping_tx.send(true);
+        trim.abort();
         let _ = snapshots.await;
         // Upkeep that died (a panic) is as fatal as serving that failed.
         let result = match (result, maintenance.await) {
@@ -318,6 +320,24 @@ const STREAM_WINDOW: u32 = 64 * 1024;
 /// Bytes a client may send on one connection before the daemon has read
 /// them, all streams together.
 const CONNECTION_WINDOW: u32 = 256 * 1024;
+
+/// How long no connection may be open before an idle daemon unmaps its
+/// code pages ([`platform::release_code_pages`]).
+const RELEASE_CODE_AFTER: Duration = Duration::from_secs(1);
+
+/// Each time the daemon has had no connection for [`RELEASE_CODE_AFTER`],
+/// unmaps its code pages once; then waits for the next connection.
+async fn release_code_when_idle(open: OpenConnections) {
+    loop {
+        open.idle_for(RELEASE_CODE_AFTER).await;
+        let bytes = platform::release_code_pages();
+        tracing::debug!(
+            kib = bytes / 1024,
+            "idle: unmapped the executable's code pages (they stay in the page cache)"
+        );
+        open.until_busy().await;
+    }
+}
 
 /// Background upkeep until shutdown: the expiry sweep (EXPIRED events),
 /// audit retention, and reloading the policy when the config file changes.

@@ -230,7 +230,7 @@ async fn count_pruning_never_removes_records_younger_than_the_age_retention() {
                 caller: who.clone(),
                 operation: Operation::Retrieve,
                 key: None,
-                outcome: "OK".into(),
+                outcome: "OK",
                 detail: String::new(),
             })
             .await
@@ -243,7 +243,7 @@ async fn count_pruning_never_removes_records_younger_than_the_age_retention() {
             caller: who.clone(),
             operation: Operation::Retrieve,
             key: None,
-            outcome: "OK".into(),
+            outcome: "OK",
             detail: "old".into(),
         })
         .await

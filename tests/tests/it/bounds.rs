@@ -533,3 +533,74 @@ fn a_read_only_database_is_refused_naming_the_path_and_the_fix() {
         set_mode(&path, if what == "directory" { 0o700 } else { 0o600 });
     }
 }
+
+/// Resident KiB of the mappings of the daemon's own executable.
+#[cfg(target_os = "linux")]
+fn executable_rss_kib(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("read smaps");
+    let mut ours = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            ours = fields.nth(4).is_some_and(|p| p.ends_with("/keyhavend"));
+        } else if first == "Rss:" && ours {
+            total += fields
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_daemon_unmaps_its_code_and_maps_it_again_for_the_next_client() {
+    let env = TestEnv::new();
+    let daemon = env.spawn_daemon(&[]);
+    let store = env.cli(&["store", "jellyfin", "srv-1", "user-1"], b"tok-1");
+    assert_eq!(
+        keyhaven_tests::code(&store),
+        0,
+        "{}",
+        keyhaven_tests::stderr(&store)
+    );
+    // A Watch holds a connection open, so the daemon is not idle while its
+    // code's resident size is read.
+    let mut watch = env
+        .command("keyhaven")
+        .arg("watch")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn keyhaven watch");
+    let got = env.cli(&["get", "jellyfin", "srv-1", "user-1"], b"");
+    assert_eq!(keyhaven_tests::stdout(&got).trim_end(), "tok-1");
+    std::thread::sleep(Duration::from_millis(300));
+    let serving = executable_rss_kib(daemon.pid());
+    assert!(serving > 0, "no resident pages of keyhavend");
+    watch.kill().expect("stop keyhaven watch");
+    watch.wait().expect("wait for keyhaven watch");
+    // No connection for a second: the code pages go (they stay in the page
+    // cache, so nothing is read from the disk to map them again).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut idle = serving;
+    while Instant::now() < deadline {
+        idle = executable_rss_kib(daemon.pid());
+        if idle * 2 < serving {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        idle * 2 < serving,
+        "the idle daemon still maps {idle} KiB of its executable ({serving} KiB while serving)"
+    );
+    // And the next client is served as before.
+    let again = env.cli(&["get", "jellyfin", "srv-1", "user-1"], b"");
+    assert_eq!(keyhaven_tests::stdout(&again).trim_end(), "tok-1");
+    assert!(executable_rss_kib(daemon.pid()) > idle);
+}

@@ -12,7 +12,7 @@
 //! Each module offers the same items: `Listener`, `Conn`, `BoundSocket`,
 //! `bind_or_adopt`, `accept`, `peer_cred`, `own_uid`, `InheritedSocket`,
 //! `take_inherited_socket`, `notify_ready`, `notify_stopping`,
-//! `shutdown_signal`, `on_hangup`, `harden_process`.
+//! `shutdown_signal`, `on_hangup`, `harden_process`, `release_code_pages`.
 //!
 //! [`take_inherited_socket`] must run before any thread is started: the
 //! systemd variables it reads are removed from the environment so that

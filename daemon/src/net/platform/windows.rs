@@ -176,6 +176,12 @@ pub fn take_inherited_socket() -> Result<Option<InheritedSocket>, StartError> {
 /// No readiness protocol on Windows.
 pub fn notify_ready() {}
 
+/// Linux unmaps an idle daemon's code pages; Windows trims a working set
+/// on its own.
+pub fn release_code_pages() -> usize {
+    0
+}
+
 /// No readiness protocol on Windows.
 pub fn notify_stopping() {}
 
