@@ -64,16 +64,19 @@ where
         .collect()
 }
 
-fn retrieve_request(i: u64) -> RetrieveRequest {
-    let n = spread(i, SEEDED);
-    RetrieveRequest {
-        key: Some(CredentialKey {
-            provider: "jellyfin".to_owned(),
-            server_id: format!("srv-{:07}", n / 10),
-            user_id: format!("user-{}", n % 10),
-            token_type: "access_token".to_owned(),
-        }),
-    }
+/// The requests for the seeded credentials, made before the clock starts:
+/// a request is then a clone, as the echo client's payload is.
+fn retrieve_requests() -> Vec<RetrieveRequest> {
+    (0..SEEDED)
+        .map(|n| RetrieveRequest {
+            key: Some(CredentialKey {
+                provider: "jellyfin".to_owned(),
+                server_id: format!("srv-{:07}", n / 10),
+                user_id: format!("user-{}", n % 10),
+                token_type: "access_token".to_owned(),
+            }),
+        })
+        .collect()
 }
 
 /// The echo floor and Retrieve through bare stubs, thread per client.
@@ -92,6 +95,7 @@ pub fn run(plan: &Plan, me: &Path, daemon_exe: &Path, report: &mut Report) -> Re
     )
     .against("tonic_echo_bare");
 
+    let requests = retrieve_requests();
     let dir = tempfile::Builder::new().prefix("kh-bare").tempdir()?;
     let echo_socket = dir.path().join("tonic.sock");
     let home = Home::new()?;
@@ -125,7 +129,7 @@ pub fn run(plan: &Plan, me: &Path, daemon_exe: &Path, report: &mut Report) -> Re
         let before = cpu_time_us(daemon.pid());
         let summary = throughput_threads(conns, plan.duration, |t, i| {
             let reply =
-                t.rt.block_on(t.client.retrieve(retrieve_request(i)))
+                t.rt.block_on(t.client.retrieve(requests[spread(i, SEEDED)].clone()))
                     .context("Retrieve")?;
             if reply.get_ref().secret.is_empty() {
                 bail!("empty secret");

@@ -56,13 +56,11 @@ pub struct GrpcBoundary<S> {
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcBoundary<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ResBody: Default + Send + 'static,
+    ResBody: Default,
 {
     type Response = http::Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = BoundaryFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -76,7 +74,9 @@ where
             );
             let mut response = http::Response::new(ResBody::default());
             *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
-            return Box::pin(std::future::ready(Ok(response)));
+            return BoundaryFuture::Refused {
+                response: Some(response),
+            };
         }
         // What the limit is, said only if a message breaks it: formatting
         // it for every request cost more than the rest of this layer.
@@ -92,8 +92,48 @@ where
         } else {
             Limit::Small(service.into())
         };
-        let response = self.inner.call(request);
-        Box::pin(async move { response.await.map(|r| map_oversize(r, &limit)) })
+        BoundaryFuture::Served {
+            inner: self.inner.call(request),
+            limit,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`GrpcBoundary`]: a refusal at once, or the inner
+    /// service's answer with an oversize status rewritten. A named future,
+    /// not a boxed one: no allocation per request.
+    #[project = BoundaryProjection]
+    #[allow(missing_debug_implementations, missing_docs)]
+    pub enum BoundaryFuture<F, B> {
+        /// Not gRPC: HTTP 415.
+        Refused { response: Option<http::Response<B>> },
+        /// Passed to the services: their answer, and the limit an
+        /// oversize status names.
+        Served {
+            #[pin]
+            inner: F,
+            limit: Limit,
+        },
+    }
+}
+
+impl<F, B, E> Future for BoundaryFuture<F, B>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            BoundaryProjection::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            BoundaryProjection::Served { inner, limit } => inner
+                .poll(cx)
+                .map(|answer| answer.map(|r| map_oversize(r, limit))),
+        }
     }
 }
 
@@ -111,11 +151,9 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
         || media.eq_ignore_ascii_case("application/grpc+proto")
 }
 
-/// Rewrites tonic's "message length too large" OUT_OF_RANGE into
-/// RESOURCE_EXHAUSTED naming `limit`. Other responses pass through
-/// untouched.
 /// Which limit a request was held to.
-enum Limit {
+#[derive(Debug)]
+pub enum Limit {
     /// `Credentials`: `max_secret_bytes` plus the key, label and attributes.
     Credentials(usize),
     /// Every other service, by name.
@@ -139,6 +177,9 @@ impl std::fmt::Display for Limit {
     }
 }
 
+/// Rewrites tonic's "message length too large" OUT_OF_RANGE into
+/// RESOURCE_EXHAUSTED naming `limit`. Other responses pass through
+/// untouched.
 fn map_oversize<B>(mut response: http::Response<B>, limit: &Limit) -> http::Response<B> {
     let Some(status) = tonic::Status::from_header_map(response.headers()) else {
         return response;
