@@ -662,12 +662,13 @@ impl<B: http_body::Body + Unpin> http_body::Body for TrackedBody<B> {
     }
 }
 
-/// The gRPC interceptor that turns away requests on connections past the
-/// limit, and requests that somehow lack a checked peer.
+/// Turns away requests on connections past the limit, and requests that
+/// somehow lack a checked peer: the status to answer with, before any
+/// service sees the request (`rpc::limits::GrpcBoundary` asks).
 #[allow(clippy::result_large_err)]
-pub fn admit(req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-    match req.extensions().get::<Peer>() {
-        Some(peer) if peer.admitted => Ok(req),
+pub fn admit(extensions: &http::Extensions) -> Result<(), tonic::Status> {
+    match extensions.get::<Peer>() {
+        Some(peer) if peer.admitted => Ok(()),
         Some(peer) => Err(tonic::Status::resource_exhausted(format!(
             "too many connections: keyhavend serves at most {} at once (max_connections) \
              and every one of them has a request in flight; retry later",

@@ -78,6 +78,15 @@ where
                 response: Some(response),
             };
         }
+        // Connections past max_connections, and (never, if the listener
+        // works) a request without a checked peer, go no further. This
+        // was an interceptor on every service; here it costs no
+        // conversion of the request.
+        if let Err(status) = crate::net::listener::admit(request.extensions()) {
+            return BoundaryFuture::Refused {
+                response: Some(status.into_http()),
+            };
+        }
         // What the limit is, said only if a message breaks it: formatting
         // it for every request cost more than the rest of this layer.
         let service = request
@@ -106,7 +115,8 @@ pin_project_lite::pin_project! {
     #[project = BoundaryProjection]
     #[allow(missing_debug_implementations, missing_docs)]
     pub enum BoundaryFuture<F, B> {
-        /// Not gRPC: HTTP 415.
+        /// Not gRPC (HTTP 415), or a connection not admitted (a gRPC
+        /// status).
         Refused { response: Option<http::Response<B>> },
         /// Passed to the services: their answer, and the limit an
         /// oversize status names.

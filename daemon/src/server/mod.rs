@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use keyhaven_proto::pb::audit_server::AuditServer;
 use keyhaven_proto::pb::credentials_server::CredentialsServer;
 use keyhaven_proto::pb::daemon_server::DaemonServer;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::error::StartError;
 use crate::fsutil;
@@ -257,14 +256,12 @@ pub async fn serve(
         .timeout(Duration::from_secs(30))
         .layer(listener::TrackRequestsLayer)
         .layer(limits::GrpcBoundaryLayer::new(max_message))
-        .add_service(InterceptedService::new(credentials, listener::admit))
-        .add_service(InterceptedService::new(daemon, listener::admit))
-        .add_service(InterceptedService::new(audit, listener::admit))
-        .add_service(InterceptedService::new(health_service, listener::admit))
-        .add_optional_service(reflection.map(|r| InterceptedService::new(r, listener::admit)))
-        .add_optional_service(
-            reflection_v1alpha.map(|r| InterceptedService::new(r, listener::admit)),
-        )
+        .add_service(credentials)
+        .add_service(daemon)
+        .add_service(audit)
+        .add_service(health_service)
+        .add_optional_service(reflection)
+        .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming.stream, signal);
     tokio::pin!(server);
     let grace_over = async {
