@@ -9,38 +9,18 @@
 //! harness of this shape is how the figures were first taken.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use keyhaven_proto::pb::credentials_client::CredentialsClient;
 use keyhaven_proto::pb::{CredentialKey, RetrieveRequest};
-use tonic::transport::Channel;
 
-use crate::floors::{Server, echo_channel, echo_once};
+use crate::floors::{Server, echo_channel, echo_once, unix_channel};
 use crate::keyhaven::{Home, client_runtime, seed, spread};
 use crate::report::{Group, Measurement, Point, Report, print_line};
 use crate::stats::{Plan, Summary, cpu_time_us, throughput_threads};
 
 /// Credentials seeded, as in `ops`.
 const SEEDED: usize = 1_000;
-
-/// A channel to keyhavend's socket, set up like the echo floor's.
-async fn channel(socket: &Path) -> Result<Channel> {
-    let target = socket.to_owned();
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let target = target.clone();
-            async move {
-                tokio::net::UnixStream::connect(&target)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
-        .await
-        .with_context(|| format!("connect to keyhavend at {}", socket.display()))
-}
 
 /// One client thread's state: its own runtime and its own connection.
 struct Thread<C> {
@@ -123,7 +103,9 @@ pub fn run(plan: &Plan, me: &Path, daemon_exe: &Path, report: &mut Report) -> Re
         );
 
         let conns = threads(clients, || async {
-            Ok(CredentialsClient::new(channel(&socket).await?))
+            Ok(CredentialsClient::new(
+                unix_channel(&socket, "keyhavend").await?,
+            ))
         })?;
         let me_before = cpu_time_us(std::process::id());
         let before = cpu_time_us(daemon.pid());

@@ -247,10 +247,11 @@ fn raw_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
     Ok(m)
 }
 
-/// A tonic channel over the Unix socket, set up like the keyhaven client's.
-pub(crate) async fn echo_channel(socket: &Path) -> Result<EchoClient<tonic::transport::Channel>> {
+/// A tonic channel over the Unix socket `socket` (the server named `what`
+/// in errors), set up like the keyhaven client's.
+pub(crate) async fn unix_channel(socket: &Path, what: &str) -> Result<tonic::transport::Channel> {
     let target = socket.to_owned();
-    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+    tonic::transport::Endpoint::from_static("http://localhost")
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
@@ -262,8 +263,12 @@ pub(crate) async fn echo_channel(socket: &Path) -> Result<EchoClient<tonic::tran
             }
         }))
         .await
-        .with_context(|| format!("connect to tonic-echo at {}", socket.display()))?;
-    Ok(EchoClient::new(channel))
+        .with_context(|| format!("connect to {what} at {}", socket.display()))
+}
+
+/// An Echo client on [`unix_channel`].
+pub(crate) async fn echo_channel(socket: &Path) -> Result<EchoClient<tonic::transport::Channel>> {
+    Ok(EchoClient::new(unix_channel(socket, "tonic-echo").await?))
 }
 
 /// One Echo call with a [`PAYLOAD`]-byte payload.
