@@ -238,10 +238,15 @@ fn raw_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
             .map(|_| UnixStream::connect(&socket).context("connect to raw-echo"))
             .collect::<Result<Vec<_>>>()?;
         let before = cpu_time_us(server.child.id());
+        let me_before = cpu_time_us(std::process::id());
         let summary = throughput_threads(conns, plan.duration, |conn, _| round_trip(conn))?;
         let after = cpu_time_us(server.child.id());
-        m.throughput
-            .push(Point::new(clients, summary).with_server_cpu(before, after));
+        let me_after = cpu_time_us(std::process::id());
+        m.throughput.push(
+            Point::new(clients, summary)
+                .with_server_cpu(before, after)
+                .with_client_cpu(me_before, me_after),
+        );
     }
     print_line(&m);
     Ok(m)
@@ -308,21 +313,26 @@ fn tonic_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
         .build()
         .context("client runtime")?;
     for &clients in &plan.clients {
-        let mut before = None;
+        let (mut before, mut me_before) = (None, None);
         let summary: Summary = runtime.block_on(async {
             let mut channels = Vec::with_capacity(clients);
             for _ in 0..clients {
                 channels.push(echo_channel(&socket).await?);
             }
             before = cpu_time_us(server.child.id());
+            me_before = cpu_time_us(std::process::id());
             throughput_async(channels, plan.duration, |client, _| {
                 echo_once(EchoClient::clone(&client))
             })
             .await
         })?;
         let after = cpu_time_us(server.child.id());
-        m.throughput
-            .push(Point::new(clients, summary).with_server_cpu(before, after));
+        let me_after = cpu_time_us(std::process::id());
+        m.throughput.push(
+            Point::new(clients, summary)
+                .with_server_cpu(before, after)
+                .with_client_cpu(me_before, me_after),
+        );
     }
     print_line(&m);
     Ok(m)

@@ -311,21 +311,26 @@ fn measure(
     let (daemon, _) = home.start(exe, None)?;
     let rt = client_runtime()?;
     for &clients in &plan.clients {
-        let mut before = None;
+        let (mut before, mut me_before) = (None, None);
         let summary = rt.block_on(async {
             let mut conns = Vec::with_capacity(clients);
             for c in 0..clients {
                 conns.push((c, Client::connect_to(&socket).await?));
             }
             before = cpu_time_us(daemon.pid());
+            me_before = cpu_time_us(std::process::id());
             throughput_async(conns, plan.duration, move |cc, i| async move {
                 op.run(&cc.1, n, cc.0, i).await
             })
             .await
         })?;
         let after = cpu_time_us(daemon.pid());
-        m.throughput
-            .push(Point::new(clients, summary).with_server_cpu(before, after));
+        let me_after = cpu_time_us(std::process::id());
+        m.throughput.push(
+            Point::new(clients, summary)
+                .with_server_cpu(before, after)
+                .with_client_cpu(me_before, me_after),
+        );
     }
     drop(rt);
     daemon.stop()?;
