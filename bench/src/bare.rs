@@ -16,8 +16,8 @@ use keyhaven_proto::pb::{CredentialKey, RetrieveRequest};
 
 use crate::floors::{Server, echo_channel, echo_once, unix_channel};
 use crate::keyhaven::{Home, client_runtime, seed, spread};
-use crate::report::{Group, Measurement, Point, Report, print_line};
-use crate::stats::{Plan, Summary, cpu_time_us, throughput_threads};
+use crate::report::{CpuMark, Group, Measurement, Point, Report, print_line};
+use crate::stats::{Plan, throughput_threads};
 
 /// Credentials seeded, as in `ops`.
 const SEEDED: usize = 1_000;
@@ -88,27 +88,19 @@ pub fn run(plan: &Plan, me: &Path, daemon_exe: &Path, report: &mut Report) -> Re
         // CPU from the Retrieve point.
         let server = Server::start(me, "tonic-echo", &echo_socket, None)?;
         let conns = threads(clients, || echo_channel(&echo_socket))?;
-        let me_before = cpu_time_us(std::process::id());
-        let before = cpu_time_us(server.pid());
-        let summary: Summary = throughput_threads(conns, plan.duration, |t, _| {
+        let mark = CpuMark::now(server.pid());
+        let summary = throughput_threads(conns, plan.duration, |t, _| {
             t.rt.block_on(echo_once(t.client.clone()))
         })?;
-        let after = cpu_time_us(server.pid());
-        let me_after = cpu_time_us(std::process::id());
+        echo.throughput.push(Point::since(mark, clients, summary));
         drop(server);
-        echo.throughput.push(
-            Point::new(clients, summary)
-                .with_server_cpu(before, after)
-                .with_client_cpu(me_before, me_after),
-        );
 
         let conns = threads(clients, || async {
             Ok(CredentialsClient::new(
                 unix_channel(&socket, "keyhavend").await?,
             ))
         })?;
-        let me_before = cpu_time_us(std::process::id());
-        let before = cpu_time_us(daemon.pid());
+        let mark = CpuMark::now(daemon.pid());
         let summary = throughput_threads(conns, plan.duration, |t, i| {
             let reply =
                 t.rt.block_on(t.client.retrieve(requests[spread(i, SEEDED)].clone()))
@@ -118,13 +110,9 @@ pub fn run(plan: &Plan, me: &Path, daemon_exe: &Path, report: &mut Report) -> Re
             }
             Ok(())
         })?;
-        let after = cpu_time_us(daemon.pid());
-        let me_after = cpu_time_us(std::process::id());
-        retrieve.throughput.push(
-            Point::new(clients, summary)
-                .with_server_cpu(before, after)
-                .with_client_cpu(me_before, me_after),
-        );
+        retrieve
+            .throughput
+            .push(Point::since(mark, clients, summary));
     }
     daemon.stop()?;
     print_line(&echo);

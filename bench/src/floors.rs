@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::report::{Group, Measurement, Placed, Point, Report, print_line};
+use crate::report::{CpuMark, Group, Measurement, Placed, Point, Report, print_line};
 use crate::stats::{
-    Placement, Plan, Summary, cpu_time_us, latency_async, latency_blocking, on_pinned_thread,
-    on_thread_at, spawn_on, throughput_async, throughput_threads,
+    Placement, Plan, latency_async, latency_blocking, on_pinned_thread, on_thread_at, spawn_on,
+    throughput_async, throughput_threads,
 };
 
 mod echo {
@@ -237,16 +237,9 @@ fn raw_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
         let conns = (0..clients)
             .map(|_| UnixStream::connect(&socket).context("connect to raw-echo"))
             .collect::<Result<Vec<_>>>()?;
-        let before = cpu_time_us(server.child.id());
-        let me_before = cpu_time_us(std::process::id());
+        let mark = CpuMark::now(server.child.id());
         let summary = throughput_threads(conns, plan.duration, |conn, _| round_trip(conn))?;
-        let after = cpu_time_us(server.child.id());
-        let me_after = cpu_time_us(std::process::id());
-        m.throughput.push(
-            Point::new(clients, summary)
-                .with_server_cpu(before, after)
-                .with_client_cpu(me_before, me_after),
-        );
+        m.throughput.push(Point::since(mark, clients, summary));
     }
     print_line(&m);
     Ok(m)
@@ -313,26 +306,19 @@ fn tonic_echo(plan: &Plan, me: &Path, dir: &Path) -> Result<Measurement> {
         .build()
         .context("client runtime")?;
     for &clients in &plan.clients {
-        let (mut before, mut me_before) = (None, None);
-        let summary: Summary = runtime.block_on(async {
+        let (mark, summary) = runtime.block_on(async {
             let mut channels = Vec::with_capacity(clients);
             for _ in 0..clients {
                 channels.push(echo_channel(&socket).await?);
             }
-            before = cpu_time_us(server.child.id());
-            me_before = cpu_time_us(std::process::id());
-            throughput_async(channels, plan.duration, |client, _| {
+            let mark = CpuMark::now(server.child.id());
+            let summary = throughput_async(channels, plan.duration, |client, _| {
                 echo_once(EchoClient::clone(&client))
             })
-            .await
+            .await?;
+            Ok::<_, anyhow::Error>((mark, summary))
         })?;
-        let after = cpu_time_us(server.child.id());
-        let me_after = cpu_time_us(std::process::id());
-        m.throughput.push(
-            Point::new(clients, summary)
-                .with_server_cpu(before, after)
-                .with_client_cpu(me_before, me_after),
-        );
+        m.throughput.push(Point::since(mark, clients, summary));
     }
     print_line(&m);
     Ok(m)

@@ -153,38 +153,35 @@ fn per_request(
     Ok(counted as f64 / n as f64)
 }
 
-/// Server instructions per Retrieve: keyhavend under callgrind, one
-/// client, [`SEEDED`] stored credentials. With `spread`, each read is of a
-/// well-spread one of them (so each read is its own audit record);
-/// without, the first one is read `n` times (so the audit log folds the
-/// reads of a batch into one record).
-fn retrieve(daemon_exe: &Path, n: usize, spread: bool) -> Result<f64> {
+/// keyhavend under callgrind with one client: `seeded` credentials
+/// stored and each read once (the read cache as warm as in a daemon that
+/// has served its apps for a while), then the server's instructions per
+/// `op(client, i)`, counted by [`per_request`].
+fn daemon_per_request(
+    daemon_exe: &Path,
+    what: &str,
+    n: usize,
+    seeded: usize,
+    op: impl AsyncFn(&Client, usize) -> Result<(), keyhaven::Error>,
+) -> Result<f64> {
     let home = Home::new()?;
     let out = home.path().join("callgrind.out");
     let (daemon, _) = home.start_under(&callgrind(&out), daemon_exe, None, PATIENCE)?;
     let rt = client_runtime()?;
-    rt.block_on(seed(&home.socket(), SEEDED, 4))?;
-    let client = rt.block_on(Client::connect_to(home.socket()))?;
-    if spread {
-        // Every credential read once: the read cache is as warm as in a
-        // daemon that has served its apps for a while.
-        rt.block_on(async {
-            for i in 0..SEEDED {
-                client.retrieve(&key(i)).await?;
-            }
-            Ok::<_, keyhaven::Error>(())
-        })?;
-    }
-    let what = if spread { "retrieve" } else { "retrieve_same" };
+    let client = rt.block_on(async {
+        if seeded > 0 {
+            seed(&home.socket(), seeded, 4).await?;
+        }
+        let client = Client::connect_to(home.socket()).await?;
+        for i in 0..seeded {
+            client.retrieve(&key(i)).await?;
+        }
+        Ok::<_, anyhow::Error>(client)
+    })?;
     let per = per_request(daemon.pid(), &out, what, n, |from, count| {
         rt.block_on(async {
             for i in from..from + count {
-                let k = key(if spread {
-                    crate::keyhaven::spread(i as u64, SEEDED)
-                } else {
-                    0
-                });
-                client.retrieve(&k).await?;
+                op(&client, i).await?;
             }
             Ok::<_, keyhaven::Error>(())
         })?;
@@ -195,29 +192,32 @@ fn retrieve(daemon_exe: &Path, n: usize, spread: bool) -> Result<f64> {
     Ok(per)
 }
 
-/// Server instructions per Store, as [`retrieve`] (each Store alone: one
-/// client, so no group commit).
+/// Server instructions per Retrieve, [`SEEDED`] credentials stored. With
+/// `spread`, each read is of a well-spread one of them (so each read is
+/// its own audit record); without, the first one is read `n` times (so the
+/// audit log folds the reads of a batch into one record).
+fn retrieve(daemon_exe: &Path, n: usize, spread: bool) -> Result<f64> {
+    let what = if spread { "retrieve" } else { "retrieve_same" };
+    daemon_per_request(daemon_exe, what, n, SEEDED, async |client, i| {
+        let which = if spread {
+            crate::keyhaven::spread(i as u64, SEEDED)
+        } else {
+            0
+        };
+        client.retrieve(&key(which)).await.map(drop)
+    })
+}
+
+/// Server instructions per Store, each Store alone (one client, so no
+/// group commit).
 fn store(daemon_exe: &Path, n: usize) -> Result<f64> {
-    let home = Home::new()?;
-    let out = home.path().join("callgrind.out");
-    let (daemon, _) = home.start_under(&callgrind(&out), daemon_exe, None, PATIENCE)?;
-    let rt = client_runtime()?;
-    let client = rt.block_on(Client::connect_to(home.socket()))?;
-    let per = per_request(daemon.pid(), &out, "store", n, |from, count| {
-        rt.block_on(async {
-            for i in from..from + count {
-                let secret = keyhaven::Secret::from(format!("token-{i:020}"));
-                client
-                    .store(&key(i % 64), secret, StoreOptions::default())
-                    .await?;
-            }
-            Ok::<_, keyhaven::Error>(())
-        })?;
-        Ok(())
-    })?;
-    drop(client);
-    daemon.stop()?;
-    Ok(per)
+    daemon_per_request(daemon_exe, "store", n, 0, async |client, i| {
+        let secret = keyhaven::Secret::from(format!("token-{i:020}"));
+        client
+            .store(&key(i % 64), secret, StoreOptions::default())
+            .await
+            .map(drop)
+    })
 }
 
 /// Server instructions per tonic Echo (the floor), measured the same way.

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use keyhaven::{Client, CredentialKey, ListFilter, Secret, StoreOptions};
 
-use crate::report::{Group, Measurement, Placed, Point, Report, print_line};
+use crate::report::{CpuMark, Group, Measurement, Placed, Point, Report, print_line};
 use crate::stats::{
-    Placement, Plan, cpu_time_us, latency_async, on_pinned_thread, rss_anon_kib, rss_kib, spawn_on,
+    Placement, Plan, latency_async, on_pinned_thread, rss_anon_kib, rss_kib, spawn_on,
     throughput_async,
 };
 
@@ -311,26 +311,19 @@ fn measure(
     let (daemon, _) = home.start(exe, None)?;
     let rt = client_runtime()?;
     for &clients in &plan.clients {
-        let (mut before, mut me_before) = (None, None);
-        let summary = rt.block_on(async {
+        let (mark, summary) = rt.block_on(async {
             let mut conns = Vec::with_capacity(clients);
             for c in 0..clients {
                 conns.push((c, Client::connect_to(&socket).await?));
             }
-            before = cpu_time_us(daemon.pid());
-            me_before = cpu_time_us(std::process::id());
-            throughput_async(conns, plan.duration, move |cc, i| async move {
+            let mark = CpuMark::now(daemon.pid());
+            let summary = throughput_async(conns, plan.duration, move |cc, i| async move {
                 op.run(&cc.1, n, cc.0, i).await
             })
-            .await
+            .await?;
+            Ok::<_, anyhow::Error>((mark, summary))
         })?;
-        let after = cpu_time_us(daemon.pid());
-        let me_after = cpu_time_us(std::process::id());
-        m.throughput.push(
-            Point::new(clients, summary)
-                .with_server_cpu(before, after)
-                .with_client_cpu(me_before, me_after),
-        );
+        m.throughput.push(Point::since(mark, clients, summary));
     }
     drop(rt);
     daemon.stop()?;

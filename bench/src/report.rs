@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::stats::{Placement, Summary};
+use crate::stats::{Placement, Summary, cpu_time_us};
 
 /// What a measurement is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,25 +60,41 @@ impl Point {
         }
     }
 
-    /// Adds the server's CPU per operation from its CPU time before and
-    /// after the run (microseconds, see [`crate::stats::cpu_time_us`]).
-    pub fn with_server_cpu(mut self, before: Option<f64>, after: Option<f64>) -> Self {
-        if let (Some(b), Some(a)) = (before, after)
-            && self.summary.samples > 0
-        {
-            self.server_cpu_us_per_op = Some((a - b) / self.summary.samples as f64);
+    /// A throughput point with the CPU time the server and this process
+    /// (the clients) spent per operation since `mark`.
+    pub fn since(mark: CpuMark, clients: usize, summary: Summary) -> Self {
+        let per_op = |before: Option<f64>, after: Option<f64>| match (before, after) {
+            (Some(b), Some(a)) if summary.samples > 0 => Some((a - b) / summary.samples as f64),
+            _ => None,
+        };
+        let server = per_op(mark.server, cpu_time_us(mark.server_pid));
+        let client = per_op(mark.clients, cpu_time_us(std::process::id()));
+        Self {
+            clients,
+            summary,
+            server_cpu_us_per_op: server,
+            client_cpu_us_per_op: client,
         }
-        self
     }
+}
 
-    /// Adds the clients' CPU per operation, as [`Point::with_server_cpu`].
-    pub fn with_client_cpu(mut self, before: Option<f64>, after: Option<f64>) -> Self {
-        if let (Some(b), Some(a)) = (before, after)
-            && self.summary.samples > 0
-        {
-            self.client_cpu_us_per_op = Some((a - b) / self.summary.samples as f64);
+/// The CPU time (microseconds, [`cpu_time_us`]) of a server process and
+/// of this process, read just before a throughput point runs.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    server_pid: u32,
+    server: Option<f64>,
+    clients: Option<f64>,
+}
+
+impl CpuMark {
+    /// Now, for the server `server_pid`.
+    pub fn now(server_pid: u32) -> Self {
+        Self {
+            server_pid,
+            server: cpu_time_us(server_pid),
+            clients: cpu_time_us(std::process::id()),
         }
-        self
     }
 }
 

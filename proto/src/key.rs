@@ -125,10 +125,7 @@ impl CanonicalKey {
         } else {
             token_type
         };
-        check_name("key.provider", provider)?;
-        check_text_with("key.server_id", server_id, Limits::ID_BYTES, bidi)?;
-        check_text_with("key.user_id", user_id, Limits::ID_BYTES, bidi)?;
-        check_name("key.token_type", token_type)?;
+        check_fields(provider, server_id, user_id, token_type, bidi)?;
         Ok(Self {
             provider: provider.to_owned(),
             server_id: server_id.to_owned(),
@@ -150,15 +147,13 @@ impl CanonicalKey {
         if key.token_type.is_empty() {
             DEFAULT_TOKEN_TYPE.clone_into(&mut key.token_type);
         }
-        check_name("key.provider", &key.provider)?;
-        check_text_with(
-            "key.server_id",
+        check_fields(
+            &key.provider,
             &key.server_id,
-            Limits::ID_BYTES,
+            &key.user_id,
+            &key.token_type,
             Bidi::Refuse,
         )?;
-        check_text_with("key.user_id", &key.user_id, Limits::ID_BYTES, Bidi::Refuse)?;
-        check_name("key.token_type", &key.token_type)?;
         Ok(Self {
             provider: key.provider,
             server_id: key.server_id,
@@ -290,6 +285,20 @@ pub fn check_label(label: &str) -> Result<(), KeyError> {
 enum Bidi {
     Refuse,
     Allow,
+}
+
+/// The four fields' rules (the token type already defaulted).
+fn check_fields(
+    provider: &str,
+    server_id: &str,
+    user_id: &str,
+    token_type: &str,
+    bidi: Bidi,
+) -> Result<(), KeyError> {
+    check_name("key.provider", provider)?;
+    check_text_with("key.server_id", server_id, Limits::ID_BYTES, bidi)?;
+    check_text_with("key.user_id", user_id, Limits::ID_BYTES, bidi)?;
+    check_name("key.token_type", token_type)
 }
 
 pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), KeyError> {
