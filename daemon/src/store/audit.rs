@@ -32,7 +32,6 @@ use keyhaven_proto::time::now_unix_ms;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::identity::Identity;
-use crate::store::fasthash::FastState;
 use crate::store::{Database, StoreError};
 
 /// Records waiting to be written before new ones are dropped.
@@ -499,9 +498,10 @@ fn coalesce_reads(batch: &mut Vec<Record>) {
             && x.app_id == y.app_id
             && a.key == b.key
     }
-    // One pass, each reader hashed once. Two readers whose hashes collide
-    // are simply not folded: every read still has its record.
-    let state = FastState::default();
+    // One pass, each reader hashed once (foldhash: SipHash cost more than
+    // the fold). Two readers whose hashes collide are simply not folded:
+    // every read still has its record.
+    let state = foldhash::fast::RandomState::default();
     let hash = |r: &Record| {
         state.hash_one((
             r.caller.uid,
@@ -511,7 +511,8 @@ fn coalesce_reads(batch: &mut Vec<Record>) {
             &r.key,
         ))
     };
-    let mut readers: HashMap<u64, usize, FastState> = HashMap::with_hasher(state);
+    let mut readers: HashMap<u64, usize, foldhash::fast::RandomState> =
+        HashMap::with_hasher(state.clone());
     let mut kept: Vec<Record> = Vec::with_capacity(batch.len());
     let mut folded: Vec<(u64, i64)> = Vec::with_capacity(batch.len());
     for record in batch.drain(..) {

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use keyhaven_proto::CanonicalKey;
 
 use crate::store::crypto::Sealed;
-use crate::store::fasthash::FastState;
 use crate::store::model::Metadata;
 
 /// Most credentials cached.
@@ -45,7 +44,8 @@ pub struct ReadCache {
 #[derive(Debug, Default)]
 struct Inner {
     generation: u64,
-    entries: HashMap<CanonicalKey, Arc<Cached>, FastState>,
+    /// foldhash, seeded per map: SipHash cost more than the lookup.
+    entries: HashMap<CanonicalKey, Arc<Cached>, foldhash::fast::RandomState>,
 }
 
 /// What a miss must hand back to [`ReadCache::insert`].

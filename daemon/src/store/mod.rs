@@ -40,7 +40,6 @@ pub mod audit;
 pub(crate) mod cache;
 pub mod crypto;
 pub(crate) mod events;
-pub(crate) mod fasthash;
 pub(crate) mod model;
 pub(crate) mod readers;
 pub(crate) mod writer;
