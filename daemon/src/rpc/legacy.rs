@@ -273,14 +273,14 @@ pub fn daemon_identity() -> Identity {
 /// that triggered it is audited (and refused if the log is failing) on its own.
 async fn record(audit: &AuditLog, key: &CanonicalKey, outcome: &'static str, detail: String) {
     let _ = audit
-        .record(Record {
-            at: keyhaven_proto::time::now_unix_ms(),
-            caller: daemon_identity(),
-            operation: crate::store::audit::Operation::Migrate,
-            key: Some(key.clone()),
+        .record(Record::new(
+            keyhaven_proto::time::now_unix_ms(),
+            daemon_identity(),
+            crate::store::audit::Operation::Migrate,
+            Some(key.clone()),
             outcome,
             detail,
-        })
+        ))
         .await;
 }
 

@@ -183,7 +183,7 @@ impl Shared {
         log_outcome(op, &peer.identity, key.as_ref(), result.as_ref().err());
         match self
             .audit
-            .outcome(&peer.identity, op, key, result.as_ref().err())
+            .request(peer.conn, &peer.identity, op, key, result.as_ref().err())
             .await
         {
             // Nothing is served unrecorded. (A write that got this far is

@@ -48,6 +48,10 @@ pub const LINGER: Duration = Duration::from_millis(100);
 /// Rows per INSERT statement ([`COLUMNS`] bound values each, far below
 /// SQLite's limit on variables).
 const ROWS_PER_INSERT: usize = 64;
+/// Slots for the reads not yet queued ([`ReadSlots`]); a connection uses
+/// the slot of its number, so up to this many connections polling at once
+/// each keep their own.
+const READ_SLOTS: usize = 64;
 
 /// What a caller did (or tried), as recorded in the audit log. The text
 /// form is what `Audit.Query` returns and the CLI shows.
@@ -132,6 +136,34 @@ pub struct Record {
     pub outcome: &'static str,
     /// Why, for refusals. Never a secret.
     pub detail: String,
+    /// How many requests the record stands for: 1, or more for the
+    /// successful reads of one credential by one caller folded into it.
+    pub reads: u64,
+    /// Unix ms of the last of those requests (`at` is the first).
+    pub last_at: i64,
+}
+
+impl Record {
+    /// A record of one request at `at`.
+    pub fn new(
+        at: i64,
+        caller: Identity,
+        operation: Operation,
+        key: Option<CanonicalKey>,
+        outcome: &'static str,
+        detail: String,
+    ) -> Self {
+        Self {
+            at,
+            caller,
+            operation,
+            key,
+            outcome,
+            detail,
+            reads: 1,
+            last_at: at,
+        }
+    }
 }
 
 /// A stored audit entry.
@@ -196,7 +228,64 @@ impl Default for Retention {
 
 enum Message {
     Record(Record),
+    /// A read slot was empty and now holds a read: the writer must write a
+    /// batch (which empties the slots) within [`LINGER`].
+    Nudge,
     Flush(oneshot::Sender<()>),
+}
+
+/// The successful reads of one credential by one connection that are not
+/// yet in the queue, as one record counting them.
+#[derive(Debug)]
+struct Pending {
+    conn: u64,
+    record: Record,
+}
+
+/// The reads not yet queued, one slot per connection number (modulo
+/// [`READ_SLOTS`]). A successful Retrieve of the credential its slot
+/// already holds for its connection only counts itself there: no record
+/// is built, queued or folded, which is what an app polling its token
+/// costs. Any other read displaces the slot's reads into the queue.
+///
+/// The slots are part of the queue: the writer empties every slot into
+/// each batch it writes (a read that fills an empty slot nudges it, so
+/// that is within [`LINGER`]), a flush writes them, and so does the
+/// writer's last batch when the daemon stops. A read counted in a slot is
+/// as recorded as one in the queue: both are in memory until the batch is
+/// committed.
+impl Pending {
+    /// True when these are reads of `key` by `caller` on connection `conn`.
+    fn holds(&self, conn: u64, caller: &Identity, key: &CanonicalKey) -> bool {
+        self.conn == conn && self.record.key.as_ref() == Some(key) && self.record.caller == *caller
+    }
+}
+
+#[derive(Debug)]
+struct ReadSlots(Box<[std::sync::Mutex<Option<Pending>>]>);
+
+impl ReadSlots {
+    fn new() -> Self {
+        Self((0..READ_SLOTS).map(|_| Default::default()).collect())
+    }
+
+    fn slot(&self, conn: u64) -> std::sync::MutexGuard<'_, Option<Pending>> {
+        let i = usize::try_from(conn % READ_SLOTS as u64).unwrap_or(0);
+        // A panic while a slot was held cannot leave it half-written: every
+        // change is one assignment.
+        self.0[i]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves every slot's reads into `batch`.
+    fn drain_into(&self, batch: &mut Vec<Record>) {
+        for conn in 0..READ_SLOTS as u64 {
+            if let Some(pending) = self.slot(conn).take() {
+                batch.push(pending.record);
+            }
+        }
+    }
 }
 
 /// Handle for recording and querying; cheap to clone.
@@ -208,6 +297,8 @@ pub struct AuditLog {
     wake: Arc<Notify>,
     /// Set while the writer cannot write its batch; requests are refused.
     failing: Arc<AtomicBool>,
+    /// Successful reads counted but not yet queued.
+    reads: Arc<ReadSlots>,
     store: Database,
 }
 
@@ -223,6 +314,7 @@ impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Record(r) => write!(f, "Record({})", r.operation),
+            Self::Nudge => f.write_str("Nudge"),
             Self::Flush(_) => f.write_str("Flush"),
         }
     }
@@ -234,11 +326,19 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(QUEUE);
         let wake = Arc::new(Notify::new());
         let failing = Arc::new(AtomicBool::new(false));
-        tokio::spawn(writer(store.clone(), rx, wake.clone(), failing.clone()));
+        let reads = Arc::new(ReadSlots::new());
+        tokio::spawn(writer(
+            store.clone(),
+            rx,
+            wake.clone(),
+            failing.clone(),
+            reads.clone(),
+        ));
         Self {
             tx,
             wake,
             failing,
+            reads,
             store,
         }
     }
@@ -254,7 +354,96 @@ impl AuditLog {
         if self.failing.load(Ordering::Acquire) {
             return Err(AuditUnavailable);
         }
-        let message = Message::Record(record);
+        self.send(Message::Record(record)).await
+    }
+
+    /// Records a successful read of `key` by `caller` on connection
+    /// `conn`: counted in the connection's slot when that holds reads of
+    /// the same credential, otherwise put there, displacing the slot's
+    /// reads into the queue (see [`ReadSlots`]). Fails like
+    /// [`Self::record`].
+    pub async fn read(
+        &self,
+        conn: u64,
+        caller: &Identity,
+        mut key: CanonicalKey,
+    ) -> Result<(), AuditUnavailable> {
+        if self.failing.load(Ordering::Acquire) {
+            return Err(AuditUnavailable);
+        }
+        let now = now_unix_ms();
+        // Room in the queue is taken before a read leaves its slot, so a
+        // request cancelled while it waits for room loses no record.
+        let mut room = None;
+        loop {
+            match self.place(conn, caller, key, now, room.take()) {
+                Ok(done) => return done,
+                Err(back) => {
+                    key = back;
+                    self.wake.notify_one();
+                    room = Some(self.tx.reserve().await.map_err(|_| AuditUnavailable)?);
+                }
+            }
+        }
+    }
+
+    /// Counts the read in its slot, or puts it there and queues what it
+    /// displaced, with `room` or room found without waiting. Gives the
+    /// key back when the queue has no room.
+    fn place(
+        &self,
+        conn: u64,
+        caller: &Identity,
+        key: CanonicalKey,
+        now: i64,
+        room: Option<mpsc::Permit<'_, Message>>,
+    ) -> Result<Result<(), AuditUnavailable>, CanonicalKey> {
+        let mut slot = self.reads.slot(conn);
+        if let Some(p) = slot.as_mut().filter(|p| p.holds(conn, caller, &key)) {
+            p.record.reads += 1;
+            p.record.last_at = now;
+            return Ok(Ok(()));
+        }
+        let permit = match room {
+            Some(permit) => permit,
+            None => match self.tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Closed(())) => return Ok(Err(AuditUnavailable)),
+                Err(mpsc::error::TrySendError::Full(())) => return Err(key),
+            },
+        };
+        let record = Record::new(
+            now,
+            caller.clone(),
+            Operation::Retrieve,
+            Some(key),
+            "OK",
+            String::new(),
+        );
+        let displaced = slot.replace(Pending { conn, record });
+        drop(slot);
+        Ok(self.sent(permit, displaced))
+    }
+
+    /// Sends what a read displaced from its slot (or, when the slot was
+    /// empty, a nudge) with room already taken. Both reads are accounted
+    /// for by now, so this is not refused when the log has just started
+    /// failing: the queue keeps them until they can be written.
+    fn sent(
+        &self,
+        permit: mpsc::Permit<'_, Message>,
+        displaced: Option<Pending>,
+    ) -> Result<(), AuditUnavailable> {
+        permit.send(displaced.map_or(Message::Nudge, |p| Message::Record(p.record)));
+        if self.tx.capacity() < QUEUE / 2 {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Puts a message in the queue, waiting for room when it is full. Fails
+    /// only once the writer is gone.
+    async fn send(&self, message: Message) -> Result<(), AuditUnavailable> {
         let sent = match self.tx.try_send(message) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(message)) => {
@@ -269,6 +458,38 @@ impl AuditLog {
         sent
     }
 
+    /// Records the outcome of a request on connection `conn`: a successful
+    /// read through [`Self::read`]; anything else is queued after the
+    /// reads the connection's slot holds, so that a connection's records
+    /// are in the order it made its requests.
+    pub async fn request(
+        &self,
+        conn: u64,
+        caller: &Identity,
+        operation: Operation,
+        key: Option<CanonicalKey>,
+        status: Option<&tonic::Status>,
+    ) -> Result<(), AuditUnavailable> {
+        match (operation, key, status) {
+            (Operation::Retrieve, Some(key), None) => self.read(conn, caller, key).await,
+            (operation, key, status) => {
+                let holds = |s: &Option<Pending>| s.as_ref().is_some_and(|p| p.conn == conn);
+                if holds(&self.reads.slot(conn)) {
+                    // Room first, so a cancelled request loses no read;
+                    // accounted reads are queued even while the log fails.
+                    let permit = self.tx.reserve().await.map_err(|_| AuditUnavailable)?;
+                    let mut slot = self.reads.slot(conn);
+                    if holds(&slot) {
+                        let displaced = slot.take();
+                        drop(slot);
+                        self.sent(permit, displaced)?;
+                    }
+                }
+                self.outcome(caller, operation, key, status).await
+            }
+        }
+    }
+
     /// Records a request's outcome.
     pub async fn outcome(
         &self,
@@ -281,14 +502,14 @@ impl AuditLog {
             None => ("OK", String::new()),
             Some(s) => (code_name(s.code()), s.message().to_owned()),
         };
-        self.record(Record {
-            at: now_unix_ms(),
-            caller: caller.clone(),
+        self.record(Record::new(
+            now_unix_ms(),
+            caller.clone(),
             operation,
             key,
             outcome,
             detail,
-        })
+        ))
         .await
     }
 
@@ -439,32 +660,47 @@ impl EntryRow {
 
 /// Sleeps until a record arrives, lets it linger (only the first record of
 /// a batch wakes this task, so a request costs no wake-up), then writes
-/// everything queued, `BATCH` records per transaction, and answers the
-/// flushes that were waiting.
+/// everything queued and every read slot, `BATCH` records per
+/// transaction, and answers the flushes that were waiting. When the last
+/// handle is gone, writes what the slots still hold.
 async fn writer(
     store: Database,
     mut rx: mpsc::Receiver<Message>,
     wake: Arc<Notify>,
     failing: Arc<AtomicBool>,
+    reads: Arc<ReadSlots>,
 ) {
     let mut batch = Vec::new();
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
-        if matches!(first, Message::Record(_)) {
+        if !matches!(first, Message::Flush(_)) {
             tokio::select! {
                 () = tokio::time::sleep_until(Instant::now() + LINGER) => {}
                 () = wake.notified() => {}
             }
         }
         let mut next = Some(first);
-        while let Some(msg) = next {
-            match msg {
-                Message::Record(r) => batch.push(r),
-                Message::Flush(ack) => waiting.push(ack),
+        let mut drained = false;
+        loop {
+            while let Some(msg) = next {
+                match msg {
+                    Message::Record(r) => batch.push(r),
+                    Message::Nudge => {}
+                    Message::Flush(ack) => waiting.push(ack),
+                }
+                if batch.len() == BATCH {
+                    write_until_done(&store, &mut batch, &failing).await;
+                }
+                next = rx.try_recv().ok();
             }
-            if batch.len() == BATCH {
-                write_until_done(&store, &mut batch, &failing).await;
+            if drained {
+                break;
             }
+            // The slots, then what was queued meanwhile: a record queued
+            // before a read that this takes from a slot is in the channel
+            // by now, so the batch has it too.
+            reads.drain_into(&mut batch);
+            drained = true;
             next = rx.try_recv().ok();
         }
         write_until_done(&store, &mut batch, &failing).await;
@@ -472,6 +708,8 @@ async fn writer(
             let _ = ack.send(());
         }
     }
+    reads.drain_into(&mut batch);
+    write_until_done(&store, &mut batch, &failing).await;
 }
 
 /// Folds the successful reads of one credential by one caller in `batch`
@@ -514,14 +752,14 @@ fn coalesce_reads(batch: &mut Vec<Record>) {
     let mut readers: HashMap<u64, usize, foldhash::fast::RandomState> =
         HashMap::with_hasher(state.clone());
     let mut kept: Vec<Record> = Vec::with_capacity(batch.len());
-    let mut folded: Vec<(u64, i64)> = Vec::with_capacity(batch.len());
     for record in batch.drain(..) {
         if foldable(&record) {
             match readers.entry(hash(&record)) {
                 Entry::Occupied(first) if same_reader(&kept[*first.get()], &record) => {
-                    let i = *first.get();
-                    folded[i].0 += 1;
-                    folded[i].1 = record.at;
+                    let first = &mut kept[*first.get()];
+                    first.reads += record.reads;
+                    first.at = first.at.min(record.at);
+                    first.last_at = first.last_at.max(record.last_at);
                     continue;
                 }
                 Entry::Occupied(_) => {}
@@ -530,14 +768,14 @@ fn coalesce_reads(batch: &mut Vec<Record>) {
                 }
             }
         }
-        folded.push((1, record.at));
         kept.push(record);
     }
-    for (record, (count, last)) in kept.iter_mut().zip(folded) {
-        if count > 1 {
+    for record in &mut kept {
+        if record.reads > 1 {
             record.detail = format!(
-                "{count} reads, the last at {}",
-                keyhaven_proto::time::rfc3339(last)
+                "{} reads, the last at {}",
+                record.reads,
+                keyhaven_proto::time::rfc3339(record.last_at)
             );
         }
     }
@@ -550,6 +788,10 @@ async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &A
     if batch.is_empty() {
         return;
     }
+    // In the order things happened: the reads taken from the slots at the
+    // end of the batch are as old as their first read. (A stable sort: the
+    // records of one instant keep the order they were queued in.)
+    batch.sort_by_key(|r| r.at);
     coalesce_reads(batch);
     let records: Arc<[Record]> = std::mem::take(batch).into();
     let mut delay = Duration::from_millis(100);

@@ -225,27 +225,27 @@ async fn count_pruning_never_removes_records_younger_than_the_age_retention() {
     let now = keyhaven_proto::time::now_unix_ms();
     for i in 0..20 {
         audit
-            .record(Record {
-                at: now - i,
-                caller: who.clone(),
-                operation: Operation::Retrieve,
-                key: None,
-                outcome: "OK",
-                detail: String::new(),
-            })
+            .record(Record::new(
+                now - i,
+                who.clone(),
+                Operation::Retrieve,
+                None,
+                "OK",
+                String::new(),
+            ))
             .await
             .unwrap();
     }
     // And one older than the age limit.
     audit
-        .record(Record {
-            at: now - 10 * 86_400_000,
-            caller: who.clone(),
-            operation: Operation::Retrieve,
-            key: None,
-            outcome: "OK",
-            detail: "old".into(),
-        })
+        .record(Record::new(
+            now - 10 * 86_400_000,
+            who.clone(),
+            Operation::Retrieve,
+            None,
+            "OK",
+            "old".into(),
+        ))
         .await
         .unwrap();
     audit.flush().await;
@@ -531,4 +531,108 @@ async fn an_audit_record_is_an_append_and_a_query_by_key_finds_only_its_own() {
     .await
     .unwrap();
     assert_eq!(indexes, [("audit_log_at".to_owned(),)]);
+}
+
+/// How many reads of `user`'s credential the audit rows count, read from
+/// the database file, without asking the daemon to flush anything.
+async fn reads_in_file(db: &Path, user: &str) -> u64 {
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let details: Vec<(String,)> = sqlx::query_as(
+        "SELECT detail FROM audit_log WHERE operation = 'retrieve' AND outcome = 'OK' \
+         AND user_id = ?",
+    )
+    .bind(user)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    details
+        .iter()
+        .map(|(d,)| match d.split_once(" reads, the last at ") {
+            Some((n, _)) => n.parse::<u64>().unwrap(),
+            None => 1,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn reads_counted_on_a_connection_reach_the_file_without_a_query_or_another_request() {
+    let daemon = TestDaemon::start().await;
+    let db = daemon.store_path().to_owned();
+    let key = CredentialKey::new("jellyfin", "srv", "poller", "").unwrap();
+    {
+        let client = daemon.client().await;
+        client
+            .store(&key, Secret::from("tok"), StoreOptions::default())
+            .await
+            .unwrap();
+        // The Store's batch is written first, so no batch is pending when
+        // the reads start.
+        let deadline = Instant::now() + WAIT;
+        while audit_rows(&db, "store").await.is_empty() {
+            assert!(Instant::now() < deadline, "the Store is never written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for _ in 0..7 {
+            client.retrieve(&key).await.unwrap();
+        }
+    }
+    // The app is gone and nothing else happens: the reads its connection
+    // counted are still written, within the audit log's linger.
+    let deadline = Instant::now() + WAIT;
+    let mut seen = reads_in_file(&db, "poller").await;
+    while seen < 7 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = reads_in_file(&db, "poller").await;
+    }
+    assert_eq!(seen, 7, "every read is in the file");
+}
+
+#[tokio::test]
+async fn a_connections_records_are_in_the_order_of_its_requests() {
+    let daemon = TestDaemon::start().await;
+    let client = daemon.client().await;
+    let key = CredentialKey::new("jellyfin", "srv", "ordered", "").unwrap();
+    client
+        .store(&key, Secret::from("tok"), StoreOptions::default())
+        .await
+        .unwrap();
+    client.retrieve(&key).await.unwrap();
+    client.retrieve(&key).await.unwrap();
+    client.delete(&key, None).await.unwrap();
+    let found = client
+        .audit(&AuditQuery {
+            key: Some(key.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let ops: Vec<&str> = found.iter().map(|e| e.operation.as_str()).collect();
+    assert_eq!(
+        ops,
+        ["delete", "retrieve", "store"],
+        "newest first: {found:?}"
+    );
+    assert!(
+        found[1].detail.starts_with("2 reads, the last at "),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn reads_counted_just_before_the_daemon_stops_are_written() {
+    let daemon = TestDaemon::start().await;
+    let key = CredentialKey::new("jellyfin", "srv", "last", "").unwrap();
+    let client = daemon.client().await;
+    client
+        .store(&key, Secret::from("tok"), StoreOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        client.retrieve(&key).await.unwrap();
+    }
+    let (_dir, settings) = daemon.stop().await;
+    assert_eq!(reads_in_file(&settings.database(), "last").await, 3);
 }
