@@ -20,10 +20,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // hand in `lib.rs` and print the secret as redacted.
         .skip_debug([
             ".keyhaven.v1.StoreRequest",
-            ".keyhaven.v1.RetrieveResponse",
             ".keyhaven.v1.ExportedCredential",
             ".keyhaven.v1.RestoreChunk",
         ])
+        // Written by hand (`retrieve_response.rs`): the daemon sends the
+        // metadata of a Retrieve as bytes it encoded once.
+        // And `retrieve_request.rs`: the daemon reads a Retrieve's key where
+        // it lies in the request.
+        .extern_path(
+            ".keyhaven.v1.RetrieveRequest",
+            "crate::retrieve_request::RetrieveRequest",
+        )
+        .extern_path(
+            ".keyhaven.v1.RetrieveResponse",
+            "crate::retrieve_response::RetrieveResponse",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

@@ -48,13 +48,13 @@ where
 /// a request is then a clone, as the echo client's payload is.
 fn retrieve_requests() -> Vec<RetrieveRequest> {
     (0..SEEDED)
-        .map(|n| RetrieveRequest {
-            key: Some(CredentialKey {
+        .map(|n| {
+            RetrieveRequest::new(CredentialKey {
                 provider: "jellyfin".to_owned(),
                 server_id: format!("srv-{:07}", n / 10),
                 user_id: format!("user-{}", n % 10),
                 token_type: "access_token".to_owned(),
-            }),
+            })
         })
         .collect()
 }

@@ -276,7 +276,14 @@ pub fn run(plan: &Plan, me: &Path, daemon: &Path, report: &mut Report) -> Result
         "instructions_retrieve_ratio",
         spread / echo,
         "x",
-        "Retrieve instructions / tonic Echo instructions, server side",
+        "Retrieve instructions / tonic Echo instructions, server side (well-spread credentials)",
+    );
+    report.add_scalar(
+        "instructions_retrieve_same_ratio",
+        same / echo,
+        "x",
+        "Retrieve instructions / tonic Echo instructions, server side (one credential again and \
+         again)",
     );
     let store = store(daemon, n.min(500))?;
     report.add_scalar(

@@ -467,9 +467,7 @@ impl Client {
 
     /// Reads the credential under `key`.
     pub async fn retrieve(&self, key: &CredentialKey) -> Result<Credential> {
-        let request = pb::RetrieveRequest {
-            key: Some(key.to_pb()),
-        };
+        let request = pb::RetrieveRequest::new(key.to_pb());
         let mut response = self
             .credentials()
             .retrieve(self.request(request))

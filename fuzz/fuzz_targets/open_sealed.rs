@@ -7,7 +7,7 @@ use keyhaven_proto::CanonicalKey;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let key = DataKey::from_bytes([7u8; 32]);
+    let key = DataKey::from_bytes(&[7u8; 32]);
     let Ok(cred) = CanonicalKey::new("jellyfin", "srv", "user", "") else {
         return;
     };
@@ -18,5 +18,5 @@ fuzz_target!(|data: &[u8]| {
         nonce: rest[..split].to_vec(),
         ciphertext: rest[split..].to_vec(),
     };
-    assert!(key.open(&cred, &sealed).is_err(), "forged ciphertext opened");
+    assert!(key.open(cred.view(), &sealed).is_err(), "forged ciphertext opened");
 });

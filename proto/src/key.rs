@@ -94,12 +94,135 @@ pub enum KeyError {
 /// A validated credential key. Construct it with [`CanonicalKey::new`],
 /// [`CanonicalKey::from_pb`] or [`CanonicalKey::parse`]; an empty token type
 /// becomes [`DEFAULT_TOKEN_TYPE`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CanonicalKey {
     provider: String,
     server_id: String,
     user_id: String,
     token_type: String,
+}
+
+/// A key checked by the same rules as a [`CanonicalKey`], borrowing its four
+/// fields, e.g. from the bytes of a request: a key that is only looked up
+/// needs no copy of its strings. [`KeyRef::to_owned`] makes the
+/// `CanonicalKey`; [`CanonicalKey::view`] goes the other way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    provider: &'a str,
+    server_id: &'a str,
+    user_id: &'a str,
+    token_type: &'a str,
+}
+
+impl<'a> KeyRef<'a> {
+    /// Validates the four fields like [`CanonicalKey::new`]; an empty
+    /// `token_type` is the default.
+    pub fn new(
+        provider: &'a str,
+        server_id: &'a str,
+        user_id: &'a str,
+        token_type: &'a str,
+    ) -> Result<Self, KeyError> {
+        let token_type = if token_type.is_empty() {
+            DEFAULT_TOKEN_TYPE
+        } else {
+            token_type
+        };
+        check_fields(provider, server_id, user_id, token_type, Bidi::Refuse)?;
+        Ok(Self {
+            provider,
+            server_id,
+            user_id,
+            token_type,
+        })
+    }
+
+    /// The owned key.
+    pub fn to_owned(self) -> CanonicalKey {
+        CanonicalKey {
+            provider: self.provider.to_owned(),
+            server_id: self.server_id.to_owned(),
+            user_id: self.user_id.to_owned(),
+            token_type: self.token_type.to_owned(),
+        }
+    }
+
+    /// The four fields in order: provider, server id, user id, token type.
+    pub fn fields(self) -> [&'a str; 4] {
+        [self.provider, self.server_id, self.user_id, self.token_type]
+    }
+
+    /// `provider`.
+    pub fn provider(self) -> &'a str {
+        self.provider
+    }
+    /// `server_id`; may be empty.
+    pub fn server_id(self) -> &'a str {
+        self.server_id
+    }
+    /// `user_id`; may be empty.
+    pub fn user_id(self) -> &'a str {
+        self.user_id
+    }
+    /// `token_type`, never empty.
+    pub fn token_type(self) -> &'a str {
+        self.token_type
+    }
+
+    /// The length of [`CanonicalKey::binding_bytes`].
+    pub fn binding_len(self) -> usize {
+        16 + self.fields().iter().map(|f| f.len()).sum::<usize>()
+    }
+
+    /// Appends [`CanonicalKey::binding_bytes`] to `out`.
+    pub fn write_binding(self, out: &mut Vec<u8>) {
+        for field in self.fields() {
+            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+    }
+}
+
+impl PartialEq<CanonicalKey> for KeyRef<'_> {
+    fn eq(&self, other: &CanonicalKey) -> bool {
+        *self == other.view()
+    }
+}
+
+/// Hashes the four fields in order, each as a `str`: a [`CanonicalKey`]
+/// and any other form of the same key that hashes through this function
+/// hash alike, so one can be looked up by the other.
+pub fn hash_fields<H: std::hash::Hasher>(fields: [&str; 4], state: &mut H) {
+    use std::hash::Hash;
+    for field in fields {
+        field.hash(state);
+    }
+}
+
+impl std::hash::Hash for CanonicalKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_fields(self.view().fields(), state);
+    }
+}
+
+impl std::hash::Hash for KeyRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_fields(self.fields(), state);
+    }
+}
+
+impl fmt::Display for KeyRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}::{}::{}::{}",
+            escape(self.provider),
+            escape(self.server_id),
+            escape(self.user_id),
+            escape(self.token_type)
+        )
+    }
 }
 
 impl CanonicalKey {
@@ -138,28 +261,6 @@ impl CanonicalKey {
     pub fn from_pb(key: Option<&pb::CredentialKey>) -> Result<Self, KeyError> {
         let key = key.ok_or(KeyError::MissingKey)?;
         Self::new(&key.provider, &key.server_id, &key.user_id, &key.token_type)
-    }
-
-    /// [`CanonicalKey::from_pb`] for a key the caller owns: the same rules,
-    /// and the strings are kept instead of copied.
-    pub fn from_pb_owned(key: Option<pb::CredentialKey>) -> Result<Self, KeyError> {
-        let mut key = key.ok_or(KeyError::MissingKey)?;
-        if key.token_type.is_empty() {
-            DEFAULT_TOKEN_TYPE.clone_into(&mut key.token_type);
-        }
-        check_fields(
-            &key.provider,
-            &key.server_id,
-            &key.user_id,
-            &key.token_type,
-            Bidi::Refuse,
-        )?;
-        Ok(Self {
-            provider: key.provider,
-            server_id: key.server_id,
-            user_id: key.user_id,
-            token_type: key.token_type,
-        })
     }
 
     /// A key that was already accepted once: a row of a store, or a key the
@@ -215,6 +316,16 @@ impl CanonicalKey {
         Self::new(&decode(p)?, &decode(s)?, &decode(u)?, &decode(t)?)
     }
 
+    /// The key, borrowed.
+    pub fn view(&self) -> KeyRef<'_> {
+        KeyRef {
+            provider: &self.provider,
+            server_id: &self.server_id,
+            user_id: &self.user_id,
+            token_type: &self.token_type,
+        }
+    }
+
     /// `provider`, e.g. `jellyfin`.
     pub fn provider(&self) -> &str {
         &self.provider
@@ -242,34 +353,18 @@ impl CanonicalKey {
 
     /// The length of [`CanonicalKey::binding_bytes`].
     pub fn binding_len(&self) -> usize {
-        16 + self.provider.len() + self.server_id.len() + self.user_id.len() + self.token_type.len()
+        self.view().binding_len()
     }
 
     /// Appends [`CanonicalKey::binding_bytes`] to `out`.
     pub fn write_binding(&self, out: &mut Vec<u8>) {
-        for field in [
-            &self.provider,
-            &self.server_id,
-            &self.user_id,
-            &self.token_type,
-        ] {
-            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(field.as_bytes());
-        }
+        self.view().write_binding(out);
     }
 }
 
 impl fmt::Display for CanonicalKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}::{}::{}::{}",
-            escape(&self.provider),
-            escape(&self.server_id),
-            escape(&self.user_id),
-            escape(&self.token_type)
-        )
+        self.view().fmt(f)
     }
 }
 
@@ -306,18 +401,22 @@ pub(crate) fn check_name(field: &'static str, value: &str) -> Result<(), KeyErro
         return Err(KeyError::Empty { field });
     }
     check_len(field, value, Limits::NAME_BYTES)?;
-    check_controls(field, value, Bidi::Refuse)?;
     // Bytes suffice: every byte of a non-ASCII character fails the test,
-    // and the first one starts that character.
+    // and the first one starts that character. A name that passes has no
+    // control character; one that fails is told about its first control
+    // character, if it has one, before its first other bad character.
     match value
         .bytes()
         .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
     {
-        Some(at) => Err(KeyError::BadNameChar {
-            field,
-            found: value[at..].chars().next().unwrap_or('\u{fffd}'),
-            at,
-        }),
+        Some(at) => {
+            check_controls(field, value, Bidi::Refuse)?;
+            Err(KeyError::BadNameChar {
+                field,
+                found: value[at..].chars().next().unwrap_or('\u{fffd}'),
+                at,
+            })
+        }
         None => Ok(()),
     }
 }
@@ -407,7 +506,53 @@ mod tests {
     }
 
     #[test]
-    fn an_owned_wire_key_is_judged_exactly_like_a_borrowed_one() {
+    fn a_bad_name_is_told_its_first_control_character_before_other_bad_ones() {
+        let err = |provider: &str| CanonicalKey::new(provider, "", "", "").unwrap_err();
+        assert!(matches!(
+            err("jelly fin\n"),
+            KeyError::ControlChar {
+                field: "key.provider",
+                code: 10,
+                at: 9
+            }
+        ));
+        assert!(matches!(
+            err("a\u{202E}b"),
+            KeyError::BidiControl {
+                field: "key.provider",
+                code: 0x202E,
+                at: 1
+            }
+        ));
+        assert!(matches!(
+            err("jelly fin"),
+            KeyError::BadNameChar {
+                field: "key.provider",
+                found: ' ',
+                at: 5
+            }
+        ));
+        assert!(matches!(
+            err("jellyfin/é"),
+            KeyError::BadNameChar {
+                field: "key.provider",
+                found: '/',
+                at: 8
+            }
+        ));
+        let token = CanonicalKey::new("p", "", "", "x\u{7f}").unwrap_err();
+        assert!(matches!(
+            token,
+            KeyError::ControlChar {
+                field: "key.token_type",
+                code: 0x7f,
+                at: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn a_borrowed_key_is_judged_exactly_like_an_owned_one() {
         let long = "x".repeat(Limits::ID_BYTES + 1);
         let cases = [
             ("jellyfin", "srv-1", "user-1", ""),
@@ -424,24 +569,28 @@ mod tests {
             ("jellyfin", "s", "u", "bad/type"),
         ];
         for (p, s, u, t) in cases {
-            let wire = pb::CredentialKey {
-                provider: p.to_owned(),
-                server_id: s.to_owned(),
-                user_id: u.to_owned(),
-                token_type: t.to_owned(),
-            };
-            let borrowed = CanonicalKey::from_pb(Some(&wire));
-            let owned = CanonicalKey::from_pb_owned(Some(wire));
+            let owned = CanonicalKey::new(p, s, u, t);
+            let borrowed = KeyRef::new(p, s, u, t);
             assert_eq!(
+                format!("{:?}", borrowed.clone().map(KeyRef::to_owned)),
                 format!("{owned:?}"),
-                format!("{borrowed:?}"),
                 "{p:?} {s:?} {u:?} {t:?}"
             );
+            if let (Ok(owned), Ok(borrowed)) = (owned, borrowed) {
+                assert_eq!(borrowed, owned);
+                assert_eq!(owned.view().to_string(), owned.to_string());
+                let hash = |k: &dyn Fn(&mut std::hash::DefaultHasher)| {
+                    let mut h = std::hash::DefaultHasher::new();
+                    k(&mut h);
+                    std::hash::Hasher::finish(&h)
+                };
+                assert_eq!(
+                    hash(&|h| std::hash::Hash::hash(&owned, h)),
+                    hash(&|h| std::hash::Hash::hash(&borrowed, h)),
+                    "a key hashes alike owned or borrowed"
+                );
+            }
         }
-        assert!(matches!(
-            CanonicalKey::from_pb_owned(None),
-            Err(KeyError::MissingKey)
-        ));
         assert_eq!(
             key("plex", "", "", "").into_pb(),
             key("plex", "", "", "").to_pb()

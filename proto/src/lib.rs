@@ -3,7 +3,10 @@
 //! # Layout
 //!
 //! - [`pb`]: code generated from `keyhaven/v1/keyhaven.proto` (messages, the
-//!   `Credentials` and `Daemon` clients and servers).
+//!   `Credentials` and `Daemon` clients and servers), and
+//!   `RetrieveRequest` and `RetrieveResponse`, written by hand so that the
+//!   daemon reads a key where it lies in the request and sends metadata it
+//!   encoded once (`retrieve_request.rs`, `retrieve_response.rs`).
 //! - [`key`]: the four-field credential key, its limits and its text form.
 //! - [`attributes`]: a credential's non-secret attributes and their rules.
 //! - [`legacy`]: the legacy apps' keyring and database names, both ways.
@@ -27,11 +30,13 @@ pub mod legacy;
 pub mod paths;
 #[cfg(windows)]
 pub mod pipe;
+mod retrieve_request;
+mod retrieve_response;
 pub mod secret;
 pub mod time;
 
 pub use attributes::{AttributeError, Attributes};
-pub use key::{CanonicalKey, KeyError, Limits};
+pub use key::{CanonicalKey, KeyError, KeyRef, Limits};
 pub use secret::Secret;
 
 /// The wire protocol number this crate speaks. A literal, not derived from
@@ -67,14 +72,8 @@ pub mod pb {
         }
     }
 
-    impl std::fmt::Debug for RetrieveResponse {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("RetrieveResponse")
-                .field("metadata", &self.metadata)
-                .field("secret", &crate::secret::REDACTED)
-                .finish()
-        }
-    }
+    pub use crate::retrieve_request::RetrieveRequest;
+    pub use crate::retrieve_response::RetrieveResponse;
 }
 
 #[cfg(test)]
@@ -89,7 +88,7 @@ mod tests {
         };
         let resp = pb::RetrieveResponse {
             secret: b"canary-4242".to_vec(),
-            metadata: None,
+            ..Default::default()
         };
         for text in [format!("{req:?}"), format!("{resp:?}"), format!("{req:#?}")] {
             assert!(!text.contains("canary"), "{text}");

@@ -658,7 +658,7 @@ fn open_snapshot(
             return Err(wrong_key(&key_id));
         }
         let secret = key
-            .open(&canonical, &Sealed { nonce, ciphertext })
+            .open(canonical.view(), &Sealed { nonce, ciphertext })
             .map_err(|e| damaged(format!("credential {canonical} does not open: {e}")))?;
         let attributes = crate::store::attributes::decode(attributes.as_deref())
             .map_err(|e| damaged(format!("credential {canonical}: {e}")))?;

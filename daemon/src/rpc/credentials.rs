@@ -9,16 +9,18 @@ use std::sync::Arc;
 use keyhaven_proto::key::check_label;
 use keyhaven_proto::pb::{self, credentials_server::Credentials};
 use keyhaven_proto::time::to_unix_ms;
-use keyhaven_proto::{Attributes, CanonicalKey, Secret};
+use keyhaven_proto::{Attributes, CanonicalKey, KeyRef, Secret};
 use tonic::{Request, Response, Status};
 
 use crate::identity::Identity;
+use crate::net::listener::Peer;
 use crate::rpc::convert::{MAX_PAGE_BYTES, check_attributes, page_size, parse_filter, to_pb};
 use crate::rpc::policy::Access;
 use crate::rpc::shared::{Shared, context, peer};
 use crate::rpc::status::ServiceError;
 use crate::rpc::watch;
 use crate::store::audit::Operation;
+use crate::store::cache::Cached;
 use crate::store::{AttributeChange, Put, StoreError};
 
 /// `keyhaven.v1.Credentials`.
@@ -51,17 +53,25 @@ impl Credentials for CredentialsService {
         &self,
         request: Request<pb::RetrieveRequest>,
     ) -> Result<Response<pb::RetrieveResponse>, Status> {
-        // The key is checked once, here: the audit record and the read
-        // both use it.
+        // The key is checked once, here, where it lies in the request's
+        // bytes: the read and the audit record both borrow it.
         let peer = peer(&request);
-        let key = CanonicalKey::from_pb_owned(request.into_inner().key);
-        let result = match &key {
-            Ok(key) => self.retrieve_one(&peer.identity, key).await,
-            Err(e) => Err(ServiceError::Key(e.clone())),
-        };
-        self.shared
-            .finish(Operation::Retrieve, &peer, key.ok(), result)
-            .await
+        let request = request.into_inner();
+        let key = request.key_ref();
+        if let Ok(key) = key
+            && let Some(answer) = self.retrieve_now(&peer, key)
+        {
+            return answer;
+        }
+        // Boxed: the future allocated for every Retrieve stays small.
+        Box::pin(async {
+            let result = match &key {
+                Ok(key) => self.retrieve_one(&peer.identity, *key).await,
+                Err(e) => Err(ServiceError::Key(e.clone())),
+            };
+            self.shared.finish_read(&peer, key.ok(), result).await
+        })
+        .await
     }
 
     async fn delete(
@@ -172,27 +182,54 @@ impl CredentialsService {
         })
     }
 
+    /// A Retrieve that the read cache answers and the audit log counts
+    /// without waiting, answered here, synchronously. `None` for any
+    /// other (a refusal, a cache miss, an audit queue without room): the
+    /// general path then does it all, with nothing done twice that shows.
+    fn retrieve_now(
+        &self,
+        peer: &Peer,
+        key: KeyRef<'_>,
+    ) -> Option<Result<Response<pb::RetrieveResponse>, Status>> {
+        self.shared
+            .allow(
+                &peer.identity,
+                Access::Read,
+                key.provider(),
+                key.server_id(),
+            )
+            .ok()?;
+        let (cached, secret) = self.shared.vault.store().ok()?.get_now(key)?.ok()?;
+        self.shared
+            .finish_read_now(peer, key, || read_response(&cached, secret))
+    }
+
     async fn retrieve_one(
         &self,
         who: &Identity,
-        key: &CanonicalKey,
+        key: KeyRef<'_>,
     ) -> Result<pb::RetrieveResponse, ServiceError> {
         self.shared
             .allow(who, Access::Read, key.provider(), key.server_id())?;
         let store = self.shared.vault.store()?;
-        let (meta, secret) = match store.get(key).await {
+        let (cached, secret) = match store.get_cached(key).await {
             Err(miss @ StoreError::NotFound { expired: false, .. }) => {
-                self.shared
+                let key = key.to_owned();
+                let legacy = self
+                    .shared
                     .legacy
-                    .on_miss(&store, key, &self.shared.audit, miss)
-                    .await?
+                    .on_miss(&store, &key, &self.shared.audit, miss);
+                // Boxed: the future of a read the store answers stays small.
+                let (meta, secret) = Box::pin(legacy).await?;
+                return Ok(pb::RetrieveResponse {
+                    metadata: Some(to_pb(meta)),
+                    secret: secret.into_vec(),
+                    encoded_metadata: None,
+                });
             }
             other => other?,
         };
-        Ok(pb::RetrieveResponse {
-            metadata: Some(to_pb(meta)),
-            secret: secret.into_vec(),
-        })
+        Ok(read_response(&cached, secret))
     }
 
     async fn delete_one(
@@ -303,5 +340,19 @@ impl CredentialsService {
             credentials,
             next_page_token,
         })
+    }
+}
+
+/// The answer to a Retrieve of a stored credential. Its metadata is encoded
+/// once per cached credential; every later read sends the same bytes.
+fn read_response(cached: &Cached, secret: Secret) -> pb::RetrieveResponse {
+    let metadata = cached
+        .encoded_metadata
+        .get_or_init(|| prost::Message::encode_to_vec(&to_pb(cached.meta.clone())).into())
+        .clone();
+    pb::RetrieveResponse {
+        metadata: None,
+        secret: secret.into_vec(),
+        encoded_metadata: Some(metadata),
     }
 }

@@ -150,15 +150,19 @@ where
 /// True for `application/grpc`, `application/grpc+proto`, with or without
 /// parameters (`;...`), in any letter case.
 fn is_grpc(headers: &http::HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
         return false;
     };
-    let media = value.split(';').next().unwrap_or_default().trim();
-    media.eq_ignore_ascii_case("application/grpc")
-        || media.eq_ignore_ascii_case("application/grpc+proto")
+    // Bytes, not text: the media type is compared exactly and the
+    // parameters are ignored, so nothing needs checking or converting.
+    let value = value.as_bytes();
+    let media = value
+        .iter()
+        .position(|&b| b == b';')
+        .map_or(value, |end| &value[..end])
+        .trim_ascii();
+    media.eq_ignore_ascii_case(b"application/grpc")
+        || media.eq_ignore_ascii_case(b"application/grpc+proto")
 }
 
 /// Which limit a request was held to.

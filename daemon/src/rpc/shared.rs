@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use keyhaven_proto::CanonicalKey;
 use keyhaven_proto::pb;
+use keyhaven_proto::{CanonicalKey, KeyRef};
 use tonic::{Request, Response, Status};
 
 use crate::identity::Identity;
@@ -111,7 +111,7 @@ pub(crate) fn peer<T>(req: &Request<T>) -> Peer {
 
 /// A key for a log line, written only when the line is: formatting a key
 /// costs more than a Retrieve's read.
-struct OptionalKey<'a>(Option<&'a CanonicalKey>);
+struct OptionalKey<'a>(Option<KeyRef<'a>>);
 
 impl std::fmt::Display for OptionalKey<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,12 +127,7 @@ impl std::fmt::Display for OptionalKey<'_> {
 /// and failures. A line per successful write (an app refreshing its token,
 /// an import) is at debug: at load it cost more than the write's share of
 /// the commit.
-fn log_outcome(
-    op: Operation,
-    who: &Identity,
-    key: Option<&CanonicalKey>,
-    refused: Option<&Status>,
-) {
+fn log_outcome(op: Operation, who: &Identity, key: Option<KeyRef<'_>>, refused: Option<&Status>) {
     let write = op.is_write();
     // Formatted only if a line is written: most outcomes log nothing.
     let key = OptionalKey(key);
@@ -179,13 +174,77 @@ impl Shared {
         result: Result<T, ServiceError>,
     ) -> Result<Response<T>, Status> {
         let result = result.map(Response::new).map_err(Status::from);
-        let write = op.is_write();
-        log_outcome(op, &peer.identity, key.as_ref(), result.as_ref().err());
-        match self
+        log_outcome(
+            op,
+            &peer.identity,
+            key.as_ref().map(CanonicalKey::view),
+            result.as_ref().err(),
+        );
+        let recorded = self
             .audit
             .request(peer.conn, &peer.identity, op, key, result.as_ref().err())
-            .await
-        {
+            .await;
+        Self::served(op, peer, recorded, result)
+    }
+
+    /// [`Self::finish`] for a Retrieve, whose key is borrowed from the
+    /// request: a successful read is counted in the audit log without a
+    /// copy of the key.
+    pub(crate) async fn finish_read<T>(
+        &self,
+        peer: &Peer,
+        key: Option<KeyRef<'_>>,
+        result: Result<T, ServiceError>,
+    ) -> Result<Response<T>, Status> {
+        let op = Operation::Retrieve;
+        let result = result.map(Response::new).map_err(Status::from);
+        log_outcome(op, &peer.identity, key, result.as_ref().err());
+        let recorded = match (&result, key) {
+            (Ok(_), Some(key)) => self.audit.read(peer.conn, &peer.identity, key).await,
+            // Boxed: the future of a successful read stays small.
+            (result, key) => {
+                let key = key.map(KeyRef::to_owned);
+                let status = result.as_ref().err();
+                Box::pin(
+                    self.audit
+                        .request(peer.conn, &peer.identity, op, key, status),
+                )
+                .await
+            }
+        };
+        Self::served(op, peer, recorded, result)
+    }
+
+    /// [`Self::finish_read`] for a read that succeeded, if the audit log
+    /// counts it without waiting; `None` (and nothing logged or recorded)
+    /// if it would have to wait.
+    pub(crate) fn finish_read_now<T>(
+        &self,
+        peer: &Peer,
+        key: KeyRef<'_>,
+        answer: impl FnOnce() -> T,
+    ) -> Option<Result<Response<T>, Status>> {
+        let op = Operation::Retrieve;
+        let recorded = self.audit.try_read(peer.conn, &peer.identity, key)?;
+        log_outcome(op, &peer.identity, Some(key), None);
+        Some(Self::served(
+            op,
+            peer,
+            recorded,
+            Ok(Response::new(answer())),
+        ))
+    }
+
+    /// The answer to a request whose outcome the audit log took, or
+    /// refused to take.
+    fn served<T>(
+        op: Operation,
+        peer: &Peer,
+        recorded: Result<(), crate::store::audit::AuditUnavailable>,
+        result: Result<Response<T>, Status>,
+    ) -> Result<Response<T>, Status> {
+        let write = op.is_write();
+        match recorded {
             // Nothing is served unrecorded. (A write that got this far is
             // committed; its caller must hear that it happened.)
             Err(e) if !write => {

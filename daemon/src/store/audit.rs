@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use keyhaven_proto::CanonicalKey;
 use keyhaven_proto::time::now_unix_ms;
+use keyhaven_proto::{CanonicalKey, KeyRef};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::identity::Identity;
@@ -256,8 +256,10 @@ struct Pending {
 /// committed.
 impl Pending {
     /// True when these are reads of `key` by `caller` on connection `conn`.
-    fn holds(&self, conn: u64, caller: &Identity, key: &CanonicalKey) -> bool {
-        self.conn == conn && self.record.key.as_ref() == Some(key) && self.record.caller == *caller
+    fn holds(&self, conn: u64, caller: &Identity, key: KeyRef<'_>) -> bool {
+        self.conn == conn
+            && self.record.key.as_ref().is_some_and(|k| key == *k)
+            && self.record.caller == *caller
     }
 }
 
@@ -366,63 +368,85 @@ impl AuditLog {
         &self,
         conn: u64,
         caller: &Identity,
-        mut key: CanonicalKey,
+        key: KeyRef<'_>,
     ) -> Result<(), AuditUnavailable> {
-        if self.failing.load(Ordering::Acquire) {
-            return Err(AuditUnavailable);
+        match self.try_read(conn, caller, key) {
+            Some(done) => done,
+            // The wait for room, boxed: the future of a read that needs no
+            // room stays small.
+            None => Box::pin(self.read_when_room(conn, caller, key, now_unix_ms())).await,
         }
-        let now = now_unix_ms();
-        // Room in the queue is taken before a read leaves its slot, so a
-        // request cancelled while it waits for room loses no record.
-        let mut room = None;
+    }
+
+    /// [`Self::read`] if it needs no wait: `None`, with nothing recorded,
+    /// when the queue has no room.
+    pub fn try_read(
+        &self,
+        conn: u64,
+        caller: &Identity,
+        key: KeyRef<'_>,
+    ) -> Option<Result<(), AuditUnavailable>> {
+        if self.failing.load(Ordering::Acquire) {
+            return Some(Err(AuditUnavailable));
+        }
+        self.place(conn, caller, key, now_unix_ms(), None)
+    }
+
+    /// [`Self::read`] when the queue is full. Room is taken before a read
+    /// leaves its slot, so a request cancelled while it waits loses no
+    /// record.
+    async fn read_when_room(
+        &self,
+        conn: u64,
+        caller: &Identity,
+        key: KeyRef<'_>,
+        now: i64,
+    ) -> Result<(), AuditUnavailable> {
         loop {
-            match self.place(conn, caller, key, now, room.take()) {
-                Ok(done) => return done,
-                Err(back) => {
-                    key = back;
-                    self.wake.notify_one();
-                    room = Some(self.tx.reserve().await.map_err(|_| AuditUnavailable)?);
-                }
+            self.wake.notify_one();
+            let room = self.tx.reserve().await.map_err(|_| AuditUnavailable)?;
+            if let Some(done) = self.place(conn, caller, key, now, Some(room)) {
+                return done;
             }
         }
     }
 
     /// Counts the read in its slot, or puts it there and queues what it
-    /// displaced, with `room` or room found without waiting. Gives the
-    /// key back when the queue has no room.
+    /// displaced, with `room` or room found without waiting. `None` when
+    /// the queue has no room.
     fn place(
         &self,
         conn: u64,
         caller: &Identity,
-        key: CanonicalKey,
+        key: KeyRef<'_>,
         now: i64,
         room: Option<mpsc::Permit<'_, Message>>,
-    ) -> Result<Result<(), AuditUnavailable>, CanonicalKey> {
+    ) -> Option<Result<(), AuditUnavailable>> {
         let mut slot = self.reads.slot(conn);
-        if let Some(p) = slot.as_mut().filter(|p| p.holds(conn, caller, &key)) {
+        if let Some(p) = slot.as_mut().filter(|p| p.holds(conn, caller, key)) {
             p.record.reads += 1;
             p.record.last_at = now;
-            return Ok(Ok(()));
+            return Some(Ok(()));
         }
         let permit = match room {
             Some(permit) => permit,
             None => match self.tx.try_reserve() {
                 Ok(permit) => permit,
-                Err(mpsc::error::TrySendError::Closed(())) => return Ok(Err(AuditUnavailable)),
-                Err(mpsc::error::TrySendError::Full(())) => return Err(key),
+                Err(mpsc::error::TrySendError::Closed(())) => return Some(Err(AuditUnavailable)),
+                Err(mpsc::error::TrySendError::Full(())) => return None,
             },
         };
         let record = Record::new(
             now,
             caller.clone(),
             Operation::Retrieve,
-            Some(key),
+            Some(key.to_owned()),
             "OK",
             String::new(),
         );
         let displaced = slot.replace(Pending { conn, record });
         drop(slot);
-        Ok(self.sent(permit, displaced))
+        Some(self.sent(permit, displaced))
     }
 
     /// Sends what a read displaced from its slot (or, when the slot was
@@ -471,7 +495,7 @@ impl AuditLog {
         status: Option<&tonic::Status>,
     ) -> Result<(), AuditUnavailable> {
         match (operation, key, status) {
-            (Operation::Retrieve, Some(key), None) => self.read(conn, caller, key).await,
+            (Operation::Retrieve, Some(key), None) => self.read(conn, caller, key.view()).await,
             (operation, key, status) => {
                 let holds = |s: &Option<Pending>| s.as_ref().is_some_and(|p| p.conn == conn);
                 if holds(&self.reads.slot(conn)) {

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use keyhaven_proto::CanonicalKey;
+use keyhaven_proto::{CanonicalKey, KeyRef};
 
 use crate::store::crypto::Sealed;
 use crate::store::model::Metadata;
@@ -33,6 +33,11 @@ pub struct Cached {
     pub sealed: Sealed,
     /// The id of the key that sealed it.
     pub key_id: String,
+    /// The metadata in its wire encoding (a `CredentialMetadata` message),
+    /// made by the RPC layer the first time a Retrieve serves this entry:
+    /// later reads send these bytes instead of encoding it again. It lives
+    /// and dies with the entry, so it is as coherent as the metadata.
+    pub encoded_metadata: std::sync::OnceLock<prost::bytes::Bytes>,
 }
 
 /// The cache. See the module doc.
@@ -48,6 +53,46 @@ struct Inner {
     entries: HashMap<CanonicalKey, Arc<Cached>, foldhash::fast::RandomState>,
 }
 
+/// A key the cache is searched by: an owned [`CanonicalKey`] or a borrowed
+/// [`KeyRef`], which needs no copy of the key's strings. Both hash and
+/// compare by their four fields, through `keyhaven_proto::key::hash_fields`
+/// as `CanonicalKey` itself does, so either finds the other's entry.
+trait Lookup {
+    fn fields(&self) -> [&str; 4];
+}
+
+impl Lookup for CanonicalKey {
+    fn fields(&self) -> [&str; 4] {
+        self.view().fields()
+    }
+}
+
+impl Lookup for KeyRef<'_> {
+    fn fields(&self) -> [&str; 4] {
+        KeyRef::fields(*self)
+    }
+}
+
+impl std::hash::Hash for dyn Lookup + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        keyhaven_proto::key::hash_fields(self.fields(), state);
+    }
+}
+
+impl PartialEq for dyn Lookup + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl Eq for dyn Lookup + '_ {}
+
+impl<'a> std::borrow::Borrow<dyn Lookup + 'a> for CanonicalKey {
+    fn borrow(&self) -> &(dyn Lookup + 'a) {
+        self
+    }
+}
+
 /// What a miss must hand back to [`ReadCache::insert`].
 #[derive(Debug, Clone, Copy)]
 pub struct Miss(u64);
@@ -58,9 +103,9 @@ impl ReadCache {
     }
 
     /// The cached credential, or the miss to insert with after reading.
-    pub fn get(&self, key: &CanonicalKey) -> Result<Arc<Cached>, Miss> {
+    pub fn get(&self, key: KeyRef<'_>) -> Result<Arc<Cached>, Miss> {
         let inner = self.lock();
-        match inner.entries.get(key) {
+        match inner.entries.get(&key as &dyn Lookup) {
             Some(cached) => Ok(cached.clone()),
             None => Err(Miss(inner.generation)),
         }
@@ -117,6 +162,7 @@ mod tests {
                 ciphertext: vec![1; 20],
             },
             key_id: "k".into(),
+            encoded_metadata: Default::default(),
         }
     }
 
@@ -127,18 +173,21 @@ mod tests {
     #[test]
     fn a_value_read_before_a_write_is_never_cached_after_it() {
         let cache = ReadCache::default();
-        let miss = cache.get(&key()).unwrap_err();
+        let miss = cache.get(key().view()).unwrap_err();
         // The reader read revision 1; meanwhile the writer committed
         // revision 2 and invalidated.
         cache.invalidate([&key()]);
         cache.insert(key(), Arc::new(cached(1)), miss);
-        assert!(cache.get(&key()).is_err(), "the stale read was not cached");
+        assert!(
+            cache.get(key().view()).is_err(),
+            "the stale read was not cached"
+        );
         // A read after the invalidation is cached.
-        let miss = cache.get(&key()).unwrap_err();
+        let miss = cache.get(key().view()).unwrap_err();
         cache.insert(key(), Arc::new(cached(2)), miss);
-        assert_eq!(cache.get(&key()).unwrap().meta.revision, 2);
+        assert_eq!(cache.get(key().view()).unwrap().meta.revision, 2);
         cache.invalidate([&key()]);
-        assert!(cache.get(&key()).is_err());
+        assert!(cache.get(key().view()).is_err());
     }
 
     #[test]
@@ -146,7 +195,7 @@ mod tests {
         let cache = ReadCache::default();
         for i in 0..MAX_ENTRIES + 10 {
             let k = CanonicalKey::new("p", "s", &format!("u{i}"), "").unwrap();
-            let miss = cache.get(&k).unwrap_err();
+            let miss = cache.get(k.view()).unwrap_err();
             cache.insert(k, Arc::new(cached(1)), miss);
         }
         assert!(cache.lock().entries.len() <= MAX_ENTRIES);

@@ -9,7 +9,7 @@ use std::fmt;
 
 use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use keyhaven_proto::{CanonicalKey, Secret};
+use keyhaven_proto::{CanonicalKey, KeyRef, Secret};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -113,11 +113,11 @@ impl DataKey {
 
     /// Seals `secret` for `key`.
     pub fn seal(&self, key: &CanonicalKey, secret: &[u8]) -> Result<Sealed, CryptoError> {
-        self.seal_with_aad(&self.secret_aad(key), secret)
+        self.seal_with_aad(&self.secret_aad(key.view()), secret)
     }
 
     /// Opens a secret sealed for `key` by this data key.
-    pub fn open(&self, key: &CanonicalKey, sealed: &Sealed) -> Result<Secret, CryptoError> {
+    pub fn open(&self, key: KeyRef<'_>, sealed: &Sealed) -> Result<Secret, CryptoError> {
         self.open_with_aad(&self.secret_aad(key), sealed)
     }
 
@@ -132,7 +132,7 @@ impl DataKey {
             .is_ok_and(|p| p.expose() == CHECK_PLAINTEXT)
     }
 
-    fn secret_aad(&self, key: &CanonicalKey) -> Vec<u8> {
+    fn secret_aad(&self, key: KeyRef<'_>) -> Vec<u8> {
         let mut aad = Vec::with_capacity(AAD_SECRET.len() + self.id.len() + 1 + key.binding_len());
         aad.extend_from_slice(AAD_SECRET);
         aad.extend_from_slice(self.id.as_bytes());
@@ -198,7 +198,10 @@ mod tests {
         let b = dk.seal(&k("jellyfin", "s"), b"tok-1").unwrap();
         assert_ne!(a.nonce, b.nonce);
         assert_ne!(a.ciphertext, b.ciphertext);
-        assert_eq!(dk.open(&k("jellyfin", "s"), &a).unwrap().expose(), b"tok-1");
+        assert_eq!(
+            dk.open(k("jellyfin", "s").view(), &a).unwrap().expose(),
+            b"tok-1"
+        );
         assert!(!a.ciphertext.windows(5).any(|w| w == b"tok-1"));
     }
 
@@ -207,18 +210,18 @@ mod tests {
         let dk = DataKey::generate().unwrap();
         let sealed = dk.seal(&k("jellyfin", "s"), b"tok").unwrap();
         assert_eq!(
-            dk.open(&k("jellyfin", "t"), &sealed),
+            dk.open(k("jellyfin", "t").view(), &sealed),
             Err(CryptoError::Open)
         );
         let other = DataKey::generate().unwrap();
         assert_eq!(
-            other.open(&k("jellyfin", "s"), &sealed),
+            other.open(k("jellyfin", "s").view(), &sealed),
             Err(CryptoError::Open)
         );
         let mut flipped = sealed.clone();
         flipped.ciphertext[0] ^= 1;
         assert_eq!(
-            dk.open(&k("jellyfin", "s"), &flipped),
+            dk.open(k("jellyfin", "s").view(), &flipped),
             Err(CryptoError::Open)
         );
         let short = Sealed {
@@ -226,7 +229,7 @@ mod tests {
             ciphertext: sealed.ciphertext,
         };
         assert_eq!(
-            dk.open(&k("jellyfin", "s"), &short),
+            dk.open(k("jellyfin", "s").view(), &short),
             Err(CryptoError::BadNonce(5))
         );
     }

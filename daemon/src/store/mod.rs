@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyhaven_proto::{CanonicalKey, Secret, time::now_unix_ms};
+use keyhaven_proto::{CanonicalKey, KeyRef, Secret, time::now_unix_ms};
 use tokio::sync::oneshot;
 
 use crate::error::StartError;
@@ -701,45 +701,77 @@ impl Store {
     /// A credential read before comes from the read cache (sealed, as in
     /// the database; see [`cache`]).
     pub async fn get(&self, key: &CanonicalKey) -> Result<(Metadata, Secret), StoreError> {
-        let cached = match self.db.cache.get(key) {
-            Ok(cached) => cached,
-            Err(miss) => {
-                let Some(cached) = self.read_sealed(key).await? else {
-                    return Err(StoreError::NotFound {
-                        key: key.clone(),
-                        expired: false,
-                    });
-                };
-                let cached = Arc::new(cached);
-                self.db.cache.insert(key.clone(), cached.clone(), miss);
-                cached
-            }
+        let (cached, secret) = self.get_cached(key.view()).await?;
+        Ok((cached.meta.clone(), secret))
+    }
+
+    /// Like [`Self::get`], with the credential as the read cache holds it
+    /// (its metadata is not copied). The key is borrowed: a read the cache
+    /// answers copies none of it and waits for nothing.
+    pub async fn get_cached(&self, key: KeyRef<'_>) -> Result<(Arc<Cached>, Secret), StoreError> {
+        match self.db.cache.get(key) {
+            Ok(cached) => self.open_cached(key, cached),
+            // The database read, boxed: the future of a cache hit stays small.
+            Err(miss) => Box::pin(self.get_uncached(key.to_owned(), miss)).await,
+        }
+    }
+
+    /// [`Self::get_cached`] if the read cache has the credential: `None`
+    /// on a miss.
+    pub fn get_now(&self, key: KeyRef<'_>) -> Option<Result<(Arc<Cached>, Secret), StoreError>> {
+        let cached = self.db.cache.get(key).ok()?;
+        Some(self.open_cached(key, cached))
+    }
+
+    /// A cache miss: the row from the database, then into the cache.
+    async fn get_uncached(
+        &self,
+        key: CanonicalKey,
+        miss: cache::Miss,
+    ) -> Result<(Arc<Cached>, Secret), StoreError> {
+        let Some(cached) = self.read_sealed(&key).await? else {
+            return Err(StoreError::NotFound {
+                key,
+                expired: false,
+            });
         };
+        let cached = Arc::new(cached);
+        self.db.cache.insert(key.clone(), cached.clone(), miss);
+        self.open_cached(key.view(), cached)
+    }
+
+    /// Opens a stored credential, unless it has expired.
+    fn open_cached(
+        &self,
+        key: KeyRef<'_>,
+        cached: Arc<Cached>,
+    ) -> Result<(Arc<Cached>, Secret), StoreError> {
         let Cached {
             meta,
             sealed,
             key_id,
+            ..
         } = &*cached;
         if meta.expires_at.is_some_and(|t| t <= now_unix_ms()) {
             return Err(StoreError::NotFound {
-                key: key.clone(),
+                key: key.to_owned(),
                 expired: true,
             });
         }
         let data_key = self.key();
         if key_id != data_key.id() {
             return Err(StoreError::Unsealable {
-                key: key.clone(),
+                key: key.to_owned(),
                 reason: CryptoError::Open,
             });
         }
         let secret = data_key
             .open(key, sealed)
             .map_err(|reason| StoreError::Unsealable {
-                key: key.clone(),
+                key: key.to_owned(),
                 reason,
             })?;
-        Ok((meta.clone(), secret))
+        Ok((cached, secret))
     }
 
     /// The row of `key`, sealed, from the database.
@@ -772,6 +804,7 @@ impl Store {
                 ciphertext: row.ciphertext,
             },
             key_id: row.key_id,
+            encoded_metadata: Default::default(),
         }))
     }
 
@@ -1133,7 +1166,7 @@ fn reseal(
                 ciphertext: row.ciphertext,
             };
             let secret = if row.key_id == old.id() {
-                old.open(&meta.key, &sealed)
+                old.open(meta.key.view(), &sealed)
             } else {
                 Err(CryptoError::Open)
             }

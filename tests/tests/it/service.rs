@@ -501,7 +501,10 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() {
         ("NUL", wire_key("jellyfin", "\0", "u", "")),
     ] {
         let st = raw
-            .retrieve(pb::RetrieveRequest { key: k.clone() })
+            .retrieve(pb::RetrieveRequest {
+                key: k.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(st.code(), Code::InvalidArgument, "retrieve {name}");
@@ -517,6 +520,7 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() {
     let st = raw
         .retrieve(pb::RetrieveRequest {
             key: wire_key("jellyfin", "nope", "u", ""),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -529,6 +533,38 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() {
         .await
         .unwrap_err();
     assert_eq!(st.code(), Code::NotFound);
+    // Retrieve keys that are not what the .proto says, sent as raw bytes:
+    // each is a clear INVALID_ARGUMENT, and the connection is still served.
+    let raw_key = |bytes: &[u8]| pb::RetrieveRequest {
+        received_key: Some(bytes.to_vec().into()),
+        ..Default::default()
+    };
+    for (name, bytes, message) in [
+        (
+            "user id not UTF-8",
+            &[0x0a, 0x04, b'p', b'l', b'e', b'x', 0x1a, 0x02, 0xff, 0xfe][..],
+            "not UTF-8",
+        ),
+        (
+            "field cut short",
+            &[0x0a, 0x05, b'p'][..],
+            "not a valid CredentialKey",
+        ),
+        (
+            "field sent as a number",
+            &[0x08, 0x01][..],
+            "not a valid CredentialKey",
+        ),
+    ] {
+        let st = raw.retrieve(raw_key(bytes)).await.unwrap_err();
+        assert_eq!(st.code(), Code::InvalidArgument, "{name}: {st:?}");
+        assert!(st.message().contains(message), "{name}: {st:?}");
+        assert_eq!(
+            client.retrieve(&good).await.unwrap().secret.expose(),
+            b"keep-me",
+            "{name}"
+        );
+    }
     assert_eq!(client.list(&ListFilter::default()).await.unwrap(), before);
 }
 
