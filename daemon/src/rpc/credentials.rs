@@ -201,7 +201,7 @@ impl CredentialsService {
             .ok()?;
         let (cached, secret) = self.shared.vault.store().ok()?.get_now(key)?.ok()?;
         self.shared
-            .finish_read_now(peer, key, || read_response(&cached, secret))
+            .finish_read_now(peer, key, &cached.key, || read_response(&cached, secret))
     }
 
     async fn retrieve_one(

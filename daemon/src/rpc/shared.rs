@@ -222,10 +222,13 @@ impl Shared {
         &self,
         peer: &Peer,
         key: KeyRef<'_>,
+        shared: &Arc<CanonicalKey>,
         answer: impl FnOnce() -> T,
     ) -> Option<Result<Response<T>, Status>> {
         let op = Operation::Retrieve;
-        let recorded = self.audit.try_read(peer.conn, &peer.identity, key)?;
+        let recorded = self
+            .audit
+            .try_read(peer.conn, &peer.identity, key, Some(shared))?;
         log_outcome(op, &peer.identity, Some(key), None);
         Some(Self::served(
             op,

@@ -130,8 +130,9 @@ pub struct Record {
     pub caller: Identity,
     /// `retrieve`, `store`, `delete`, `logout`, `list`, `watch`, `connect`.
     pub operation: Operation,
-    /// Which credential, when the operation has one.
-    pub key: Option<CanonicalKey>,
+    /// Which credential, when the operation has one. Shared: a read takes
+    /// the read cache's copy of the key instead of making one.
+    pub key: Option<Arc<CanonicalKey>>,
     /// `OK` or the gRPC code name of the refusal.
     pub outcome: &'static str,
     /// Why, for refusals. Never a secret.
@@ -157,7 +158,7 @@ impl Record {
             at,
             caller,
             operation,
-            key,
+            key: key.map(Arc::new),
             outcome,
             detail,
             reads: 1,
@@ -258,7 +259,7 @@ impl Pending {
     /// True when these are reads of `key` by `caller` on connection `conn`.
     fn holds(&self, conn: u64, caller: &Identity, key: KeyRef<'_>) -> bool {
         self.conn == conn
-            && self.record.key.as_ref().is_some_and(|k| key == *k)
+            && self.record.key.as_deref().is_some_and(|k| key == *k)
             && self.record.caller == *caller
     }
 }
@@ -370,7 +371,7 @@ impl AuditLog {
         caller: &Identity,
         key: KeyRef<'_>,
     ) -> Result<(), AuditUnavailable> {
-        match self.try_read(conn, caller, key) {
+        match self.try_read(conn, caller, key, None) {
             Some(done) => done,
             // The wait for room, boxed: the future of a read that needs no
             // room stays small.
@@ -379,17 +380,19 @@ impl AuditLog {
     }
 
     /// [`Self::read`] if it needs no wait: `None`, with nothing recorded,
-    /// when the queue has no room.
+    /// when the queue has no room. `shared` is a copy of the key the
+    /// record may keep (the read cache's), so that none is made.
     pub fn try_read(
         &self,
         conn: u64,
         caller: &Identity,
         key: KeyRef<'_>,
+        shared: Option<&Arc<CanonicalKey>>,
     ) -> Option<Result<(), AuditUnavailable>> {
         if self.failing.load(Ordering::Acquire) {
             return Some(Err(AuditUnavailable));
         }
-        self.place(conn, caller, key, now_unix_ms(), None)
+        self.place(conn, caller, key, shared, now_unix_ms(), None)
     }
 
     /// [`Self::read`] when the queue is full. Room is taken before a read
@@ -405,7 +408,7 @@ impl AuditLog {
         loop {
             self.wake.notify_one();
             let room = self.tx.reserve().await.map_err(|_| AuditUnavailable)?;
-            if let Some(done) = self.place(conn, caller, key, now, Some(room)) {
+            if let Some(done) = self.place(conn, caller, key, None, now, Some(room)) {
                 return done;
             }
         }
@@ -419,6 +422,7 @@ impl AuditLog {
         conn: u64,
         caller: &Identity,
         key: KeyRef<'_>,
+        shared: Option<&Arc<CanonicalKey>>,
         now: i64,
         room: Option<mpsc::Permit<'_, Message>>,
     ) -> Option<Result<(), AuditUnavailable>> {
@@ -436,14 +440,18 @@ impl AuditLog {
                 Err(mpsc::error::TrySendError::Full(())) => return None,
             },
         };
-        let record = Record::new(
+        let mut record = Record::new(
             now,
             caller.clone(),
             Operation::Retrieve,
-            Some(key.to_owned()),
+            None,
             "OK",
             String::new(),
         );
+        record.key = Some(match shared {
+            Some(shared) if key == **shared => shared.clone(),
+            _ => Arc::new(key.to_owned()),
+        });
         let displaced = slot.replace(Pending { conn, record });
         drop(slot);
         Some(self.sent(permit, displaced))
@@ -852,7 +860,7 @@ fn bind_record(
     first: usize,
     r: &Record,
 ) -> rusqlite::Result<()> {
-    let k = r.key.as_ref();
+    let k = r.key.as_deref();
     insert.raw_bind_parameter(first + 1, r.at)?;
     insert.raw_bind_parameter(first + 2, i64::from(r.caller.uid))?;
     insert.raw_bind_parameter(first + 3, i64::from(r.caller.pid))?;

@@ -33,6 +33,8 @@ pub struct Cached {
     pub sealed: Sealed,
     /// The id of the key that sealed it.
     pub key_id: String,
+    /// Its key, shared with the audit records of its reads.
+    pub key: Arc<CanonicalKey>,
     /// The metadata in its wire encoding (a `CredentialMetadata` message),
     /// made by the RPC layer the first time a Retrieve serves this entry:
     /// later reads send these bytes instead of encoding it again. It lives
@@ -162,6 +164,7 @@ mod tests {
                 ciphertext: vec![1; 20],
             },
             key_id: "k".into(),
+            key: Arc::new(key()),
             encoded_metadata: Default::default(),
         }
     }

@@ -798,6 +798,7 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         // The row was found by this key: no need to parse its key fields.
         Ok(Some(Cached {
+            key: Arc::new(key.clone()),
             meta: row.row.metadata_of(key.clone())?,
             sealed: Sealed {
                 nonce: row.nonce,
