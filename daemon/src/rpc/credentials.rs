@@ -343,16 +343,90 @@ impl CredentialsService {
     }
 }
 
+/// Largest metadata encoding kept in the read cache (a login's usually
+/// takes 100 to 300 bytes): 4,096 entries then hold at most 16 MiB of
+/// encodings, however large the attributes that a program stores.
+const KEPT_METADATA_BYTES: usize = 4096;
+
 /// The answer to a Retrieve of a stored credential. Its metadata is encoded
 /// once per cached credential; every later read sends the same bytes.
 fn read_response(cached: &Cached, secret: Secret) -> pb::RetrieveResponse {
-    let metadata = cached
-        .encoded_metadata
-        .get_or_init(|| prost::Message::encode_to_vec(&to_pb(cached.meta.clone())).into())
-        .clone();
+    let metadata = match cached.encoded_metadata.get() {
+        Some(kept) => kept.clone(),
+        None => {
+            let encoded: prost::bytes::Bytes =
+                prost::Message::encode_to_vec(&to_pb(cached.meta.clone())).into();
+            if encoded.len() <= KEPT_METADATA_BYTES {
+                // Another read may have kept the same bytes first.
+                let _ = cached.encoded_metadata.set(encoded.clone());
+            }
+            encoded
+        }
+    };
     pb::RetrieveResponse {
         metadata: None,
         secret: secret.into_vec(),
         encoded_metadata: Some(metadata),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::store::Metadata;
+    use crate::store::crypto::Sealed;
+
+    fn cached(attribute_bytes: usize) -> Cached {
+        let key = CanonicalKey::new("jellyfin", "srv", "alice", "").unwrap();
+        let attributes: Attributes = (0..4)
+            .map(|i| (format!("a{i}"), "v".repeat(attribute_bytes / 4)))
+            .collect();
+        Cached {
+            meta: Metadata {
+                key: key.clone(),
+                revision: 7,
+                created_at: 1_700_000_000_000,
+                updated_at: 1_700_000_000_500,
+                expires_at: None,
+                label: Some("tv".into()),
+                attributes,
+            },
+            sealed: Sealed {
+                nonce: vec![0; 12],
+                ciphertext: vec![0; 32],
+            },
+            key_id: "k".into(),
+            key: Arc::new(key),
+            encoded_metadata: Default::default(),
+        }
+    }
+
+    /// What a client decodes from the answer.
+    fn decoded(cached: &Cached) -> pb::RetrieveResponse {
+        let sent = read_response(cached, Secret::from("tok"));
+        pb::RetrieveResponse::decode(sent.encode_to_vec().as_slice()).unwrap()
+    }
+
+    #[test]
+    fn metadata_is_encoded_once_and_kept_only_when_small() {
+        let small = cached(100);
+        let first = decoded(&small);
+        assert!(small.encoded_metadata.get().is_some(), "a login's is kept");
+        assert_eq!(decoded(&small), first, "and sent again as it was");
+        assert_eq!(first.metadata, Some(to_pb(small.meta.clone())));
+        assert_eq!(first.secret, b"tok");
+
+        let large = cached(2 * KEPT_METADATA_BYTES);
+        let first = decoded(&large);
+        assert!(
+            large.encoded_metadata.get().is_none(),
+            "a large one is encoded for each read, not kept"
+        );
+        assert_eq!(decoded(&large), first);
+        assert_eq!(first.metadata, Some(to_pb(large.meta.clone())));
     }
 }

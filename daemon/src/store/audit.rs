@@ -2,8 +2,10 @@
 //! admin action and every refusal, with time, caller, key and outcome, in
 //! the store's `audit_log` table. Never a secret.
 //!
-//! The rule: a request is answered only after its record is in the queue,
-//! and the queue never drops a record. Requests hand records to a bounded
+//! The rule: a request is answered only after its record is in the queue
+//! (or, for a successful read, counted in its connection's read slot,
+//! which the writer empties into every batch: [`ReadSlots`]), and the
+//! queue never drops a record. Requests hand records to a bounded
 //! queue and wait only when it is full (back-pressure: a flood of cheap
 //! calls slows the flood, it does not push other records out). One
 //! background task writes them in batches (one transaction each), so
@@ -243,6 +245,15 @@ struct Pending {
     record: Record,
 }
 
+impl Pending {
+    /// True when these are reads of `key` by `caller` on connection `conn`.
+    fn holds(&self, conn: u64, caller: &Identity, key: KeyRef<'_>) -> bool {
+        self.conn == conn
+            && self.record.key.as_deref().is_some_and(|k| key == *k)
+            && self.record.caller == *caller
+    }
+}
+
 /// The reads not yet queued, one slot per connection number (modulo
 /// [`READ_SLOTS`]). A successful Retrieve of the credential its slot
 /// already holds for its connection only counts itself there: no record
@@ -255,15 +266,6 @@ struct Pending {
 /// writer's last batch when the daemon stops. A read counted in a slot is
 /// as recorded as one in the queue: both are in memory until the batch is
 /// committed.
-impl Pending {
-    /// True when these are reads of `key` by `caller` on connection `conn`.
-    fn holds(&self, conn: u64, caller: &Identity, key: KeyRef<'_>) -> bool {
-        self.conn == conn
-            && self.record.key.as_deref().is_some_and(|k| key == *k)
-            && self.record.caller == *caller
-    }
-}
-
 #[derive(Debug)]
 struct ReadSlots(Box<[std::sync::Mutex<Option<Pending>>]>);
 
