@@ -34,6 +34,7 @@ mod retrieve_request;
 mod retrieve_response;
 pub mod secret;
 pub mod time;
+mod wire;
 
 pub use attributes::{AttributeError, Attributes};
 pub use key::{CanonicalKey, KeyError, KeyRef, Limits};

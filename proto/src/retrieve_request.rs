@@ -93,13 +93,7 @@ fn key_fields(raw: &[u8]) -> Result<[&str; 4], KeyError> {
 
 impl prost::Message for RetrieveRequest {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if let Some(raw) = &self.received_key {
-            encoding::encode_key(KEY, WireType::LengthDelimited, buf);
-            encoding::encode_varint(raw.len() as u64, buf);
-            buf.put_slice(raw);
-        } else if let Some(key) = &self.key {
-            encoding::message::encode(KEY, key, buf);
-        }
+        crate::wire::encode_message(KEY, self.received_key.as_ref(), self.key.as_ref(), buf);
     }
 
     fn merge_field(
@@ -129,13 +123,7 @@ impl prost::Message for RetrieveRequest {
     }
 
     fn encoded_len(&self) -> usize {
-        match (&self.received_key, &self.key) {
-            (Some(raw), _) => {
-                encoding::key_len(KEY) + encoding::encoded_len_varint(raw.len() as u64) + raw.len()
-            }
-            (None, Some(key)) => encoding::message::encoded_len(KEY, key),
-            (None, None) => 0,
-        }
+        crate::wire::message_len(KEY, self.received_key.as_ref(), self.key.as_ref())
     }
 
     fn clear(&mut self) {

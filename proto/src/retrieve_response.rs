@@ -31,13 +31,12 @@ const SECRET: u32 = 2;
 
 impl prost::Message for RetrieveResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if let Some(raw) = &self.encoded_metadata {
-            encoding::encode_key(METADATA, WireType::LengthDelimited, buf);
-            encoding::encode_varint(raw.len() as u64, buf);
-            buf.put_slice(raw);
-        } else if let Some(metadata) = &self.metadata {
-            encoding::message::encode(METADATA, metadata, buf);
-        }
+        crate::wire::encode_message(
+            METADATA,
+            self.encoded_metadata.as_ref(),
+            self.metadata.as_ref(),
+            buf,
+        );
         if !self.secret.is_empty() {
             encoding::bytes::encode(SECRET, &self.secret, buf);
         }
@@ -72,15 +71,11 @@ impl prost::Message for RetrieveResponse {
     }
 
     fn encoded_len(&self) -> usize {
-        let metadata = match (&self.encoded_metadata, &self.metadata) {
-            (Some(raw), _) => {
-                encoding::key_len(METADATA)
-                    + encoding::encoded_len_varint(raw.len() as u64)
-                    + raw.len()
-            }
-            (None, Some(metadata)) => encoding::message::encoded_len(METADATA, metadata),
-            (None, None) => 0,
-        };
+        let metadata = crate::wire::message_len(
+            METADATA,
+            self.encoded_metadata.as_ref(),
+            self.metadata.as_ref(),
+        );
         let secret = if self.secret.is_empty() {
             0
         } else {
