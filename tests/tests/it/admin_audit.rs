@@ -636,3 +636,90 @@ async fn reads_counted_just_before_the_daemon_stops_are_written() {
     let (_dir, settings) = daemon.stop().await;
     assert_eq!(reads_in_file(&settings.database(), "last").await, 3);
 }
+
+/// Runs `sql` on the daemon's database from another connection, as a
+/// damaged disk or another program might change it under the daemon.
+async fn alter(db: &Path, sql: &'static str) {
+    let url = format!("sqlite://{}", db.display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn while_the_audit_log_cannot_be_written_nothing_is_served_and_no_served_read_is_lost() {
+    let daemon = TestDaemon::start().await;
+    let db = daemon.store_path().to_owned();
+    let client = daemon.client().await;
+    let key = CredentialKey::new("jellyfin", "srv", "guarded", "").unwrap();
+    client
+        .store(&key, Secret::from("tok"), StoreOptions::default())
+        .await
+        .unwrap();
+    client.retrieve(&key).await.unwrap();
+    let mut served = 1u64;
+
+    // Every audit insert now fails, as it would on a full or failing disk.
+    alter(
+        &db,
+        "CREATE TRIGGER audit_blocked BEFORE INSERT ON audit_log \
+         BEGIN SELECT RAISE(ABORT, 'blocked by the test'); END",
+    )
+    .await;
+    // Reads are served (counted in their slot, or queued) until the writer
+    // finds it cannot write them; from then on every one is refused, the
+    // read the cache answers at once included.
+    let deadline = Instant::now() + WAIT;
+    let refused = loop {
+        assert!(Instant::now() < deadline, "reads never refused");
+        match client.retrieve(&key).await {
+            Ok(_) => served += 1,
+            Err(e) => break e,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+    assert!(
+        refused.to_string().contains("audit log cannot be written"),
+        "{refused}"
+    );
+    for _ in 0..3 {
+        let e = client.retrieve(&key).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    }
+    let e = client
+        .store(&key, Secret::from("changed"), StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+
+    // The disk is back: the records the writer kept are written, and the
+    // daemon serves again.
+    alter(&db, "DROP TRIGGER audit_blocked").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.retrieve(&key).await {
+            Ok(c) => {
+                assert_eq!(
+                    c.secret.expose(),
+                    b"tok",
+                    "the refused Store changed nothing"
+                );
+                served += 1;
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                assert!(Instant::now() < deadline, "never served again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let (_dir, settings) = daemon.stop().await;
+    assert_eq!(
+        reads_in_file(&settings.database(), "guarded").await,
+        served,
+        "every read that was served is in the audit log"
+    );
+}
