@@ -281,7 +281,9 @@ impl Report {
 
     /// Adds a scalar and prints it.
     pub fn add_scalar(&mut self, name: &str, value: f64, unit: &str, what: &str) {
-        println!("  {name}: {value:.1} {unit} ({what})");
+        // A ratio to two decimals: its target is judged on the second.
+        let decimals = if unit == "x" { 2 } else { 1 };
+        println!("  {name}: {value:.decimals$} {unit} ({what})");
         self.scalars.push(Scalar {
             name: name.to_owned(),
             value,
