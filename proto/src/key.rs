@@ -346,19 +346,10 @@ impl CanonicalKey {
     /// An unambiguous byte encoding (each field length-prefixed), used as
     /// associated data when sealing so a sealed secret is bound to its key.
     pub fn binding_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.binding_len());
-        self.write_binding(&mut out);
+        let key = self.view();
+        let mut out = Vec::with_capacity(key.binding_len());
+        key.write_binding(&mut out);
         out
-    }
-
-    /// The length of [`CanonicalKey::binding_bytes`].
-    pub fn binding_len(&self) -> usize {
-        self.view().binding_len()
-    }
-
-    /// Appends [`CanonicalKey::binding_bytes`] to `out`.
-    pub fn write_binding(&self, out: &mut Vec<u8>) {
-        self.view().write_binding(out);
     }
 }
 

@@ -919,3 +919,24 @@ impl Drop for Session<'_> {
         let _ = self.bus.wait();
     }
 }
+
+/// A connection to a store's database file from outside the daemon, as a
+/// test that inspects or damages it needs; `read_only` opens it `mode=ro`.
+pub async fn db_connection(path: &Path, read_only: bool) -> sqlx::SqliteConnection {
+    let mode = if read_only { "?mode=ro" } else { "" };
+    let url = format!("sqlite://{}{mode}", path.display());
+    <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("open the database file")
+}
+
+/// Runs one statement on the database file at `path` from outside the
+/// daemon, as another program (or a damaged disk) might.
+pub async fn sql(path: &Path, statement: &str) {
+    let mut conn = db_connection(path, false).await;
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut conn)
+        .await
+        .expect("run the statement");
+    sqlx::Connection::close(conn).await.expect("close");
+}

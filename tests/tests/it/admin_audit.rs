@@ -28,10 +28,7 @@ fn policy(text: &str) -> Policy {
 /// Audit rows of `operation`, read from the database file itself (the
 /// daemon is stopped, so everything it accepted is written).
 async fn audit_rows(db: &Path, operation: &str) -> Vec<(String, String)> {
-    let url = format!("sqlite://{}?mode=ro", db.display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut conn = keyhaven_tests::db_connection(db, true).await;
     sqlx::query_as("SELECT outcome, detail FROM audit_log WHERE operation = ? ORDER BY id")
         .bind(operation)
         .fetch_all(&mut conn)
@@ -141,10 +138,7 @@ async fn a_retrieve_during_a_flood_of_audited_calls_is_in_the_audit_log() {
 
     // The disk stalls: another connection holds SQLite's write lock, so the
     // audit writer cannot commit and its queue fills.
-    let url = format!("sqlite://{}", daemon.store_path().display());
-    let mut blocker = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut blocker = keyhaven_tests::db_connection(daemon.store_path(), false).await;
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut blocker)
         .await
@@ -519,10 +513,7 @@ async fn an_audit_record_is_an_append_and_a_query_by_key_finds_only_its_own() {
     // index on the key that the first schema had put each record at a
     // random place in it, and no query used it.
     let (_dir, settings) = daemon.stop().await;
-    let url = format!("sqlite://{}?mode=ro", settings.database().display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut conn = keyhaven_tests::db_connection(&settings.database(), true).await;
     let indexes: Vec<(String,)> = sqlx::query_as(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_log' \
          ORDER BY name",
@@ -536,10 +527,7 @@ async fn an_audit_record_is_an_append_and_a_query_by_key_finds_only_its_own() {
 /// How many reads of `user`'s credential the audit rows count, read from
 /// the database file, without asking the daemon to flush anything.
 async fn reads_in_file(db: &Path, user: &str) -> u64 {
-    let url = format!("sqlite://{}?mode=ro", db.display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut conn = keyhaven_tests::db_connection(db, true).await;
     let details: Vec<(String,)> = sqlx::query_as(
         "SELECT detail FROM audit_log WHERE operation = 'retrieve' AND outcome = 'OK' \
          AND user_id = ?",
@@ -637,16 +625,6 @@ async fn reads_counted_just_before_the_daemon_stops_are_written() {
     assert_eq!(reads_in_file(&settings.database(), "last").await, 3);
 }
 
-/// Runs `sql` on the daemon's database from another connection, as a
-/// damaged disk or another program might change it under the daemon.
-async fn alter(db: &Path, sql: &'static str) {
-    let url = format!("sqlite://{}", db.display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-}
-
 #[tokio::test]
 async fn while_the_audit_log_cannot_be_written_nothing_is_served_and_no_served_read_is_lost() {
     let daemon = TestDaemon::start().await;
@@ -661,7 +639,7 @@ async fn while_the_audit_log_cannot_be_written_nothing_is_served_and_no_served_r
     let mut served = 1u64;
 
     // Every audit insert now fails, as it would on a full or failing disk.
-    alter(
+    keyhaven_tests::sql(
         &db,
         "CREATE TRIGGER audit_blocked BEFORE INSERT ON audit_log \
          BEGIN SELECT RAISE(ABORT, 'blocked by the test'); END",
@@ -696,7 +674,7 @@ async fn while_the_audit_log_cannot_be_written_nothing_is_served_and_no_served_r
 
     // The disk is back: the records the writer kept are written, and the
     // daemon serves again.
-    alter(&db, "DROP TRIGGER audit_blocked").await;
+    keyhaven_tests::sql(&db, "DROP TRIGGER audit_blocked").await;
     let deadline = Instant::now() + WAIT;
     loop {
         match client.retrieve(&key).await {

@@ -205,10 +205,7 @@ async fn a_snapshot_under_32_concurrent_writers_passes_integrity_check_and_holds
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("snap.db");
     std::fs::write(&file, &bytes).unwrap();
-    let url = format!("sqlite://{}?mode=ro", file.display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut conn = keyhaven_tests::db_connection(&file, true).await;
     let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(&mut conn)
         .await
@@ -688,10 +685,7 @@ async fn a_deny_all_policy_refuses_backup_export_and_restore_and_audits_each_ref
         assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
         drop(client);
         let (dir, settings) = daemon.stop().await;
-        let url = format!("sqlite://{}?mode=ro", settings.database().display());
-        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-            .await
-            .unwrap();
+        let mut conn = keyhaven_tests::db_connection(&settings.database(), true).await;
         for op in ["backup", "export", "restore"] {
             let rows: Vec<(String, String)> = sqlx::query_as(
                 "SELECT outcome, detail FROM audit_log WHERE operation = ? ORDER BY id",

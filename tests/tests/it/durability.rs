@@ -72,10 +72,7 @@ async fn writer(
 }
 
 async fn integrity_ok(db: &std::path::Path) -> String {
-    let url = format!("sqlite://{}?mode=ro", db.display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut conn = keyhaven_tests::db_connection(db, true).await;
     let result: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(&mut conn)
         .await

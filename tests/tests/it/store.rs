@@ -110,18 +110,6 @@ async fn credentials_survive_a_restart() {
     assert_eq!(cred.metadata.revision, stored.metadata.revision);
 }
 
-async fn sql(path: &std::path::Path, statement: &str) {
-    let url = format!("sqlite://{}", path.display());
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::Connection::close(conn).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_row_copied_onto_another_key_fails_to_open_and_others_still_open() {
     let daemon = TestDaemon::start().await;
@@ -140,14 +128,14 @@ async fn a_row_copied_onto_another_key_fails_to_open_and_others_still_open() {
         .unwrap();
     // An attacker with write access to the database swaps a's sealed secret
     // into b's row.
-    sql(
+    keyhaven_tests::sql(
         daemon.store_path(),
         "UPDATE auth_tokens SET ciphertext = (SELECT ciphertext FROM auth_tokens WHERE server_id = 'a'), \
          nonce = (SELECT nonce FROM auth_tokens WHERE server_id = 'a') WHERE server_id = 'b'",
     )
     .await;
     // And flips a bit in c's ciphertext.
-    sql(
+    keyhaven_tests::sql(
         daemon.store_path(),
         "UPDATE auth_tokens SET ciphertext = \
          CAST(substr(ciphertext, 1, 2) || x'00' || substr(ciphertext, 4) AS BLOB) WHERE server_id = 'c'",
