@@ -26,6 +26,8 @@ const SEEDED: usize = 1_000;
 struct Thread<C> {
     rt: tokio::runtime::Runtime,
     client: C,
+    /// Which client this is, so each reads its own sequence of credentials.
+    no: usize,
 }
 
 fn threads<C, F, Fut>(clients: usize, connect: F) -> Result<Vec<Thread<C>>>
@@ -34,12 +36,12 @@ where
     Fut: Future<Output = Result<C>>,
 {
     (0..clients)
-        .map(|_| {
+        .map(|no| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let client = rt.block_on(connect())?;
-            Ok(Thread { rt, client })
+            Ok(Thread { rt, client, no })
         })
         .collect()
 }
@@ -103,7 +105,7 @@ pub fn run(plan: &Plan, me: &Path, daemon_exe: &Path, report: &mut Report) -> Re
         let mark = CpuMark::now(daemon.pid());
         let summary = throughput_threads(conns, plan.duration, |t, i| {
             let reply =
-                t.rt.block_on(t.client.retrieve(requests[spread(i, SEEDED)].clone()))
+                t.rt.block_on(t.client.retrieve(requests[spread(t.no, i, SEEDED)].clone()))
                     .context("Retrieve")?;
             if reply.get_ref().secret.is_empty() {
                 bail!("empty secret");

@@ -200,7 +200,7 @@ fn retrieve(daemon_exe: &Path, n: usize, spread: bool) -> Result<f64> {
     let what = if spread { "retrieve" } else { "retrieve_same" };
     daemon_per_request(daemon_exe, what, n, SEEDED, async |client, i| {
         let which = if spread {
-            crate::keyhaven::spread(i as u64, SEEDED)
+            crate::keyhaven::spread(0, i as u64, SEEDED)
         } else {
             0
         };
