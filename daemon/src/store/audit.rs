@@ -18,6 +18,10 @@
 //! unrecorded. [`AuditLog::flush`] waits until everything queued before it
 //! is written, so a query sees the caller's own recent actions.
 //!
+//! Storage: a row per record, except that the successful reads a caller
+//! makes in one batch are one row listing each credential read ([`Row`]),
+//! which [`AuditLog::query`] returns as an entry each.
+//!
 //! Retention: entries older than `max_age` are pruned by the maintenance
 //! task. `max_entries` never removes an entry younger than `max_age`: past
 //! it the log keeps growing and a WARN says so, so no read can be pushed
@@ -47,9 +51,9 @@ const BATCH: usize = QUEUE / 2;
 /// How long the first record of a batch waits for more before the batch is
 /// written. A flush (an audit query, shutdown) writes at once.
 pub const LINGER: Duration = Duration::from_millis(100);
-/// Rows per INSERT statement ([`COLUMNS`] bound values each, far below
-/// SQLite's limit on variables).
-const ROWS_PER_INSERT: usize = 64;
+/// Records per INSERT statement, largest first ([`COLUMNS`] bound values
+/// each, far below SQLite's limit on variables); the last must be 1.
+const ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
 /// Slots for the reads not yet queued ([`ReadSlots`]); a connection uses
 /// the slot of its number, so up to this many connections polling at once
 /// each keep their own.
@@ -556,7 +560,9 @@ impl AuditLog {
         }
     }
 
-    /// Entries matching `filter`, newest first.
+    /// Entries matching `filter`, newest first. A group row (the reads of
+    /// one caller in one batch, see [`Row`]) is one entry per credential
+    /// it lists.
     pub async fn query(&self, filter: &Filter) -> Result<Vec<Entry>, StoreError> {
         let mut escaped = None;
         if let Some(p) = &filter.program {
@@ -567,40 +573,13 @@ impl AuditLog {
                     .replace('_', "\\_")
             ));
         }
-        let k = filter.key.as_ref();
-        let params: Vec<rusqlite::types::Value> = {
-            use rusqlite::types::Value;
-            let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
-            let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
-            vec![
-                text(k.map(CanonicalKey::provider)),
-                text(k.map(CanonicalKey::server_id)),
-                text(k.map(CanonicalKey::user_id)),
-                text(k.map(CanonicalKey::token_type)),
-                text(escaped.as_deref()),
-                int(filter.since),
-                int(filter.until),
-                int(filter.before_id),
-                Value::Integer(i64::from(filter.limit)),
-            ]
+        let filter = Filter {
+            program: escaped,
+            ..filter.clone()
         };
-        let rows: Vec<EntryRow> = self
-            .store
-            .read(move |conn| {
-                conn.prepare_cached(
-                    "SELECT id, at, uid, pid, executable, app_id, operation, provider, server_id, \
-                     user_id, token_type, outcome, detail FROM audit_log \
-                     WHERE (?1 IS NULL OR (provider = ?1 AND server_id = ?2 AND user_id = ?3 AND token_type = ?4)) \
-                     AND (?5 IS NULL OR executable LIKE ?5 ESCAPE '\\' OR app_id LIKE ?5 ESCAPE '\\') \
-                     AND (?6 IS NULL OR at >= ?6) AND (?7 IS NULL OR at < ?7) \
-                     AND (?8 IS NULL OR id < ?8) \
-                     ORDER BY id DESC LIMIT ?9",
-                )?
-                .query_map(rusqlite::params_from_iter(params.iter()), EntryRow::from_sqlite)?
-                .collect()
-            })
-            .await?;
-        Ok(rows.into_iter().map(EntryRow::into_entry).collect())
+        self.store
+            .read(move |conn| query_entries(conn, &filter))
+            .await
     }
 
     /// Deletes entries older than the retention age; returns how many.
@@ -612,10 +591,24 @@ impl AuditLog {
         let (by_age, kept) = self
             .store
             .write(move |conn| {
-                let by_age = conn.execute("DELETE FROM audit_log WHERE at < ?", [cutoff])?;
+                // A group goes when its last read is older than the cutoff
+                // (the time index finds the candidates by their first).
+                let deleted: Vec<i64> = conn
+                    .prepare_cached(
+                        "DELETE FROM audit_log WHERE at < ?1 AND COALESCE(last_at, at) < ?1 \
+                         RETURNING entries",
+                    )?
+                    .query_map([cutoff], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
                 let kept: i64 =
-                    conn.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))?;
-                Ok((by_age as u64, kept))
+                    conn.query_row("SELECT COALESCE(SUM(entries), 0) FROM audit_log", [], |r| {
+                        r.get(0)
+                    })?;
+                let by_age = deleted
+                    .iter()
+                    .map(|&n| u64::try_from(n).unwrap_or(0))
+                    .sum::<u64>();
+                Ok((by_age, kept))
             })
             .await?;
         if u64::try_from(kept).unwrap_or(0) > retention.max_entries {
@@ -746,15 +739,35 @@ async fn writer(
     write_until_done(&store, &mut batch, &failing).await;
 }
 
-/// Folds the successful reads of one credential by one caller in `batch`
-/// (which spans at most [`LINGER`]) into one record, which says how many
-/// reads it stands for and when the last was: `keyhaven audit` still
-/// accounts for every read, and an app polling its token costs one row per
-/// batch instead of one per read. Refusals, writes and reads of other
-/// credentials or callers keep a record each.
-fn coalesce_reads(batch: &mut Vec<Record>) {
+/// What a batch writes: a row per record, except for successful reads,
+/// which are grouped: one row holds the reads one caller made in the
+/// batch (which spans at most [`LINGER`]), up to that caller's next other
+/// record, so that a connection's records stay in the order of its
+/// requests. In a group, the reads of one credential are folded into one
+/// element, which says how many reads it stands for and when the last
+/// was: `keyhaven audit` still shows every credential read, by whom and
+/// when, and a read of another credential costs an element of a row, not
+/// a row (migration `20261202000003_audit_read_groups.sql`).
+#[derive(Debug)]
+enum Row {
+    One(Record),
+    /// Successful reads of one caller, in the order of their first read.
+    Reads(Vec<Record>),
+}
+
+impl Row {
+    /// How many entries (and ids) the row takes.
+    fn entries(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Reads(reads) => reads.len(),
+        }
+    }
+}
+
+/// Groups the successful reads in `batch` (in time order) into [`Row`]s.
+fn group_reads(batch: Vec<Record>) -> Vec<Row> {
     use std::collections::HashMap;
-    use std::collections::hash_map::Entry;
     use std::hash::BuildHasher;
     fn foldable(r: &Record) -> bool {
         r.operation == Operation::Retrieve
@@ -762,58 +775,58 @@ fn coalesce_reads(batch: &mut Vec<Record>) {
             && r.outcome == "OK"
             && r.detail.is_empty()
     }
-    fn same_reader(a: &Record, b: &Record) -> bool {
+    fn same_caller(a: &Record, b: &Record) -> bool {
         let (x, y) = (&a.caller, &b.caller);
-        x.uid == y.uid
-            && x.pid == y.pid
-            && x.executable == y.executable
-            && x.app_id == y.app_id
-            && a.key == b.key
+        x.uid == y.uid && x.pid == y.pid && x.executable == y.executable && x.app_id == y.app_id
     }
-    // One pass, each reader hashed once (foldhash: SipHash cost more than
-    // the fold). Two readers whose hashes collide are simply not folded:
-    // every read still has its record.
+    // Each record hashed once (foldhash, seeded per batch). Two callers or
+    // credentials whose hashes collide only get a row or an element each.
     let state = foldhash::fast::RandomState::default();
-    let hash = |r: &Record| {
-        state.hash_one((
-            r.caller.uid,
-            r.caller.pid,
-            &r.caller.executable,
-            &r.caller.app_id,
-            &r.key,
-        ))
-    };
-    let mut readers: HashMap<u64, usize, foldhash::fast::RandomState> =
+    // The row each caller's reads go to, while it takes more.
+    let mut open: HashMap<u64, usize, foldhash::fast::RandomState> =
         HashMap::with_hasher(state.clone());
-    let mut kept: Vec<Record> = Vec::with_capacity(batch.len());
-    for record in batch.drain(..) {
-        if foldable(&record) {
-            match readers.entry(hash(&record)) {
-                Entry::Occupied(first) if same_reader(&kept[*first.get()], &record) => {
-                    let first = &mut kept[*first.get()];
-                    first.reads += record.reads;
-                    first.at = first.at.min(record.at);
-                    first.last_at = first.last_at.max(record.last_at);
-                    continue;
-                }
-                Entry::Occupied(_) => {}
-                Entry::Vacant(slot) => {
-                    slot.insert(kept.len());
-                }
+    // Where each credential's reads are in their caller's open row.
+    let mut elements: HashMap<u64, (usize, usize), foldhash::fast::RandomState> =
+        HashMap::with_hasher(state.clone());
+    let mut rows: Vec<Row> = Vec::new();
+    for record in batch {
+        let c = &record.caller;
+        let caller = state.hash_one((c.uid, c.pid, &c.executable, &c.app_id));
+        let row = open.get(&caller).copied().filter(|&i| match &rows[i] {
+            Row::Reads(reads) => same_caller(&reads[0], &record),
+            Row::One(_) => false,
+        });
+        if !foldable(&record) {
+            if row.is_some() {
+                open.remove(&caller);
+            }
+            rows.push(Row::One(record));
+            continue;
+        }
+        let element = state.hash_one((caller, &record.key));
+        let Some(i) = row else {
+            open.insert(caller, rows.len());
+            elements.insert(element, (rows.len(), 0));
+            rows.push(Row::Reads(vec![record]));
+            continue;
+        };
+        let Row::Reads(reads) = &mut rows[i] else {
+            unreachable!("open rows are groups")
+        };
+        match elements.get(&element) {
+            Some(&(row, at)) if row == i && reads[at].key == record.key => {
+                let first = &mut reads[at];
+                first.reads += record.reads;
+                first.at = first.at.min(record.at);
+                first.last_at = first.last_at.max(record.last_at);
+            }
+            _ => {
+                elements.insert(element, (i, reads.len()));
+                reads.push(record);
             }
         }
-        kept.push(record);
     }
-    for record in &mut kept {
-        if record.reads > 1 {
-            record.detail = format!(
-                "{} reads, the last at {}",
-                record.reads,
-                keyhaven_proto::time::rfc3339(record.last_at)
-            );
-        }
-    }
-    *batch = kept;
+    rows
 }
 
 /// Writes the batch, retrying (and refusing audited requests meanwhile)
@@ -826,11 +839,10 @@ async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &A
     // end of the batch are as old as their first read. (A stable sort: the
     // records of one instant keep the order they were queued in.)
     batch.sort_by_key(|r| r.at);
-    coalesce_reads(batch);
-    let records: Arc<[Record]> = std::mem::take(batch).into();
+    let rows: Arc<[Row]> = group_reads(std::mem::take(batch)).into();
     let mut delay = Duration::from_millis(100);
     loop {
-        match write_batch(store, records.clone()).await {
+        match write_batch(store, rows.clone()).await {
             Ok(()) => {
                 if failing.swap(false, Ordering::AcqRel) {
                     tracing::warn!("the audit log can be written again; serving requests");
@@ -841,7 +853,7 @@ async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &A
                 if !failing.swap(true, Ordering::AcqRel) {
                     tracing::error!(
                         error = %e,
-                        records = records.len(),
+                        rows = rows.len(),
                         "could not write audit records; refusing audited requests until they are written"
                     );
                 }
@@ -853,72 +865,357 @@ async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &A
 }
 
 /// Columns of an audit row that a record fills.
-const COLUMNS: usize = 12;
+const COLUMNS: usize = 13;
 
-/// Binds `r` to the statement's parameters `first + 1 ..= first + COLUMNS`,
-/// straight from the record: no copy of its strings.
+/// Binds `r`, as entry `id`, to the statement's parameters
+/// `first + 1 ..= first + COLUMNS`, straight from the record: no copy of
+/// its strings.
 fn bind_record(
     insert: &mut rusqlite::CachedStatement<'_>,
     first: usize,
+    id: i64,
     r: &Record,
 ) -> rusqlite::Result<()> {
     let k = r.key.as_deref();
-    insert.raw_bind_parameter(first + 1, r.at)?;
-    insert.raw_bind_parameter(first + 2, i64::from(r.caller.uid))?;
-    insert.raw_bind_parameter(first + 3, i64::from(r.caller.pid))?;
-    insert.raw_bind_parameter(first + 4, r.caller.executable.as_deref().unwrap_or(""))?;
-    insert.raw_bind_parameter(first + 5, r.caller.app_id.as_deref().unwrap_or(""))?;
-    insert.raw_bind_parameter(first + 6, r.operation.as_str())?;
-    insert.raw_bind_parameter(first + 7, k.map(CanonicalKey::provider))?;
-    insert.raw_bind_parameter(first + 8, k.map(CanonicalKey::server_id))?;
-    insert.raw_bind_parameter(first + 9, k.map(CanonicalKey::user_id))?;
-    insert.raw_bind_parameter(first + 10, k.map(CanonicalKey::token_type))?;
-    insert.raw_bind_parameter(first + 11, r.outcome)?;
-    insert.raw_bind_parameter(first + 12, r.detail.as_str())?;
+    insert.raw_bind_parameter(first + 1, id)?;
+    insert.raw_bind_parameter(first + 2, r.at)?;
+    insert.raw_bind_parameter(first + 3, i64::from(r.caller.uid))?;
+    insert.raw_bind_parameter(first + 4, i64::from(r.caller.pid))?;
+    insert.raw_bind_parameter(first + 5, r.caller.executable.as_deref().unwrap_or(""))?;
+    insert.raw_bind_parameter(first + 6, r.caller.app_id.as_deref().unwrap_or(""))?;
+    insert.raw_bind_parameter(first + 7, r.operation.as_str())?;
+    insert.raw_bind_parameter(first + 8, k.map(CanonicalKey::provider))?;
+    insert.raw_bind_parameter(first + 9, k.map(CanonicalKey::server_id))?;
+    insert.raw_bind_parameter(first + 10, k.map(CanonicalKey::user_id))?;
+    insert.raw_bind_parameter(first + 11, k.map(CanonicalKey::token_type))?;
+    insert.raw_bind_parameter(first + 12, r.outcome)?;
+    insert.raw_bind_parameter(first + 13, r.detail.as_str())?;
     Ok(())
 }
 
-async fn write_batch(store: &Database, records: Arc<[Record]>) -> Result<(), StoreError> {
+/// `INSERT INTO audit_log ... VALUES` with `rows` rows of parameters.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO audit_log (id, at, uid, pid, executable, app_id, operation, provider, \
+         server_id, user_id, token_type, outcome, detail) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
+/// The `reads` column of a group: a JSON array with an element
+/// `[first_at, last_at, reads, provider, server_id, user_id, token_type]`
+/// per credential read.
+fn reads_json(reads: &[Record]) -> String {
+    // Room for every element: three numbers of up to 20 characters, the
+    // key's fields, quotes and commas (escapes are rare: keys are names).
+    let room = reads
+        .iter()
+        .map(|r| {
+            80 + r.key.as_deref().map_or(0, |k| {
+                k.provider().len() + k.server_id().len() + k.user_id().len() + k.token_type().len()
+            })
+        })
+        .sum();
+    // Bytes, checked as UTF-8 once at the end: pieces pushed onto a
+    // `String` one by one cost as much again.
+    let mut json = Vec::with_capacity(room);
+    json.push(b'[');
+    for (i, r) in reads.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.push(b'[');
+        push_json_int(&mut json, r.at);
+        json.push(b',');
+        push_json_int(&mut json, r.last_at);
+        json.push(b',');
+        push_json_int(&mut json, i64::try_from(r.reads).unwrap_or(i64::MAX));
+        if let Some(k) = r.key.as_deref() {
+            for field in [k.provider(), k.server_id(), k.user_id(), k.token_type()] {
+                json.push(b',');
+                push_json_string(&mut json, field);
+            }
+        }
+        json.push(b']');
+    }
+    json.push(b']');
+    String::from_utf8(json).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Appends `n` in decimal, two digits at a time.
+fn push_json_int(json: &mut Vec<u8>, n: i64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+                                2021222324252627282930313233343536373839\
+                                4041424344454647484950515253545556575859\
+                                6061626364656667686970717273747576777879\
+                                8081828384858687888990919293949596979899";
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    while rest >= 100 {
+        let pair = usize::try_from(rest % 100).unwrap_or(0) * 2;
+        rest /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if rest >= 10 {
+        let pair = usize::try_from(rest).unwrap_or(0) * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        at -= 1;
+        digits[at] = b'0' + u8::try_from(rest).unwrap_or(0);
+    }
+    if n < 0 {
+        json.push(b'-');
+    }
+    json.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `s` as a JSON string.
+fn push_json_string(json: &mut Vec<u8>, s: &str) {
+    json.push(b'"');
+    let bytes = s.as_bytes();
+    let escape = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    // Every byte looked at, without stopping early: the compiler can then
+    // check many at once, and keys almost never need an escape.
+    if !bytes.iter().fold(false, |any, &b| any | escape(b)) {
+        json.extend_from_slice(bytes);
+        json.push(b'"');
+        return;
+    }
+    for &b in bytes {
+        match b {
+            b'"' => json.extend_from_slice(b"\\\""),
+            b'\\' => json.extend_from_slice(b"\\\\"),
+            0..0x20 => {
+                json.extend_from_slice(b"\\u00");
+                json.push(HEX[usize::from(b >> 4)]);
+                json.push(HEX[usize::from(b & 0xf)]);
+            }
+            // Multi-byte characters are copied byte by byte, unchanged.
+            b => json.push(b),
+        }
+    }
+    json.push(b'"');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+async fn write_batch(store: &Database, rows: Arc<[Row]>) -> Result<(), StoreError> {
     store
         .write(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // Two statements, both kept prepared: one for full chunks, one
-            // for a single row (the remainder). A statement per chunk length
-            // would be prepared again for almost every batch.
-            let sql = |n: usize| {
-                let mut sql = String::from(
-                    "INSERT INTO audit_log (at, uid, pid, executable, app_id, operation, provider, \
-                     server_id, user_id, token_type, outcome, detail) VALUES ",
-                );
-                for i in 0..n {
-                    if i > 0 {
-                        sql.push(',');
-                    }
-                    sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?)");
+            // Ids given here, so that a group's entries take as many as
+            // they are: `id - entries + 1 ..= id`.
+            let mut next: i64 = tx
+                .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM audit_log")?
+                .query_row([], |r| r.get(0))?;
+            let mut ones: Vec<(i64, &Record)> = Vec::with_capacity(rows.len());
+            let mut groups: Vec<(i64, &[Record])> = Vec::new();
+            for row in rows.iter() {
+                let last = next + i64::try_from(row.entries()).unwrap_or(i64::MAX) - 1;
+                match row {
+                    Row::One(r) => ones.push((last, r)),
+                    Row::Reads(reads) => groups.push((last, reads)),
                 }
-                sql
-            };
-            let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
-            if chunks.len() > 0 {
-                let mut insert = tx.prepare_cached(&sql(ROWS_PER_INSERT))?;
-                for chunk in chunks.by_ref() {
-                    for (i, r) in chunk.iter().enumerate() {
-                        bind_record(&mut insert, i * COLUMNS, r)?;
+                next = last + 1;
+            }
+            // A few statements, all kept prepared: the records are written
+            // in chunks of these sizes, largest first, so a batch of any
+            // length takes a handful of steps (a step's fixed cost is as
+            // much as a row's), and no statement is prepared again per
+            // batch length.
+            let mut rest: &[(i64, &Record)] = &ones;
+            for rows in ROWS_PER_INSERT {
+                if rest.len() < rows {
+                    continue;
+                }
+                let mut insert = tx.prepare_cached(&insert_sql(rows))?;
+                while rest.len() >= rows {
+                    let (chunk, tail) = rest.split_at(rows);
+                    for (i, (id, r)) in chunk.iter().enumerate() {
+                        bind_record(&mut insert, i * COLUMNS, *id, r)?;
                     }
                     insert.raw_execute()?;
+                    rest = tail;
                 }
             }
-            if !chunks.remainder().is_empty() {
-                let mut insert = tx.prepare_cached(&sql(1))?;
-                for r in chunks.remainder() {
-                    bind_record(&mut insert, 0, r)?;
-                    insert.raw_execute()?;
+            if !groups.is_empty() {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO audit_log (id, at, last_at, uid, pid, executable, app_id, \
+                     operation, outcome, entries, reads) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 'retrieve', 'OK', ?, ?)",
+                )?;
+                for (id, reads) in groups {
+                    let caller = &reads[0].caller;
+                    let first = reads.iter().map(|r| r.at).min().unwrap_or(0);
+                    let last = reads.iter().map(|r| r.last_at).max().unwrap_or(first);
+                    insert.execute(rusqlite::params![
+                        id,
+                        first,
+                        last,
+                        caller.uid,
+                        caller.pid,
+                        caller.executable.as_deref().unwrap_or(""),
+                        caller.app_id.as_deref().unwrap_or(""),
+                        i64::try_from(reads.len()).unwrap_or(i64::MAX),
+                        reads_json(reads),
+                    ])?;
                 }
             }
             tx.commit()?;
             Ok(())
         })
         .await
+}
+
+/// One page of [`AuditLog::query`]'s rows.
+const QUERY_PAGE: u32 = 256;
+
+/// [`AuditLog::query`] on a read connection; `filter.program` is already
+/// a LIKE pattern.
+fn query_entries(conn: &rusqlite::Connection, filter: &Filter) -> rusqlite::Result<Vec<Entry>> {
+    use rusqlite::types::Value;
+    let k = filter.key.as_ref();
+    let text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
+    let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+    if filter.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
+    let page = filter.limit.min(QUERY_PAGE);
+    // How a group's element for the key ends: only groups holding it are
+    // read (the encoding is the one `reads_json` writes).
+    let element_end = k.map(|k| {
+        let mut end = Vec::new();
+        for field in [k.provider(), k.server_id(), k.user_id(), k.token_type()] {
+            end.push(b',');
+            push_json_string(&mut end, field);
+        }
+        end.push(b']');
+        String::from_utf8_lossy(&end).into_owned()
+    });
+    let mut params = vec![
+        text(k.map(CanonicalKey::provider)),
+        text(k.map(CanonicalKey::server_id)),
+        text(k.map(CanonicalKey::user_id)),
+        text(k.map(CanonicalKey::token_type)),
+        text(filter.program.as_deref()),
+        int(filter.since),
+        int(filter.until),
+        int(filter.before_id),
+        Value::Integer(i64::from(page)),
+        Value::Null,
+        text(element_end.as_deref()),
+    ];
+    // Rows newest first, a page at a time; a group row stands for several
+    // entries, which are matched one by one below. The SQL conditions on a
+    // group only rule out groups none of whose reads can match.
+    let mut select = conn.prepare_cached(
+        "SELECT id, at, uid, pid, executable, app_id, operation, provider, server_id, \
+         user_id, token_type, outcome, detail, entries, reads FROM audit_log \
+         WHERE (?1 IS NULL OR instr(reads, ?11) > 0 \
+                OR (provider = ?1 AND server_id = ?2 AND user_id = ?3 AND token_type = ?4)) \
+         AND (?5 IS NULL OR executable LIKE ?5 ESCAPE '\\' OR app_id LIKE ?5 ESCAPE '\\') \
+         AND (?6 IS NULL OR COALESCE(last_at, at) >= ?6) AND (?7 IS NULL OR at < ?7) \
+         AND (?8 IS NULL OR id - entries + 1 < ?8) \
+         AND (?10 IS NULL OR id < ?10) \
+         ORDER BY id DESC LIMIT ?9",
+    )?;
+    let mut elements = conn.prepare_cached(
+        "SELECT key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+         value ->> 5, value ->> 6 FROM json_each(?1) ORDER BY key DESC",
+    )?;
+    let mut entries = Vec::new();
+    loop {
+        let rows: Vec<(EntryRow, i64, Option<String>)> = select
+            .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                Ok((EntryRow::from_sqlite(r)?, r.get(13)?, r.get(14)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(oldest) = rows.last().map(|(row, _, _)| row.id) else {
+            return Ok(entries);
+        };
+        let full_page = rows.len() == usize::try_from(page).unwrap_or(usize::MAX);
+        for (row, count, reads) in rows {
+            let Some(reads) = reads else {
+                entries.push(row.into_entry());
+                if entries.len() >= limit {
+                    return Ok(entries);
+                }
+                continue;
+            };
+            let first_id = row.id - count + 1;
+            let found = elements
+                .query_map([reads], |r| {
+                    let index: i64 = r.get(0)?;
+                    let key = match (
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ) {
+                        (Some(p), Some(s), Some(u), Some(t)) => {
+                            CanonicalKey::from_stored(&p, &s, &u, &t).ok()
+                        }
+                        _ => None,
+                    };
+                    let reads: i64 = r.get::<_, Option<i64>>(3)?.unwrap_or(1);
+                    let last_at: i64 = r.get::<_, Option<i64>>(2)?.unwrap_or(0);
+                    Ok(Entry {
+                        id: first_id + index,
+                        at: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                        uid: u32::try_from(row.uid).unwrap_or(u32::MAX),
+                        pid: i32::try_from(row.pid).unwrap_or(0),
+                        executable: row.executable.clone(),
+                        app_id: row.app_id.clone(),
+                        operation: row.operation.clone(),
+                        key,
+                        outcome: row.outcome.clone(),
+                        detail: reads_detail(reads, last_at),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<Entry>>>()?;
+            for entry in found {
+                let wanted = filter
+                    .key
+                    .as_ref()
+                    .is_none_or(|k| entry.key.as_ref() == Some(k))
+                    && filter.since.is_none_or(|t| entry.at >= t)
+                    && filter.until.is_none_or(|t| entry.at < t)
+                    && filter.before_id.is_none_or(|id| entry.id < id);
+                if wanted {
+                    entries.push(entry);
+                    if entries.len() >= limit {
+                        return Ok(entries);
+                    }
+                }
+            }
+        }
+        if !full_page {
+            return Ok(entries);
+        }
+        params[9] = Value::Integer(oldest);
+    }
+}
+
+/// The detail of an entry that stands for `reads` reads.
+fn reads_detail(reads: i64, last_at: i64) -> String {
+    if reads > 1 {
+        format!(
+            "{reads} reads, the last at {}",
+            keyhaven_proto::time::rfc3339(last_at)
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// The canonical gRPC name of a status code.
@@ -942,5 +1239,72 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{push_json_int, push_json_string};
+
+    /// What `reads_json` writes, SQLite's JSON functions read back exactly:
+    /// strings with quotes, backslashes, control and non-ASCII characters,
+    /// and numbers of every length and sign.
+    #[test]
+    fn sqlite_reads_back_what_the_group_encoding_writes() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let strings = [
+            "",
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "ctl\u{1}\n\t\u{1f}",
+            "ünï 🔑",
+            "\"\\\"",
+        ];
+        let mut json = vec![b'['];
+        for (i, s) in strings.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            push_json_string(&mut json, s);
+        }
+        json.push(b']');
+        let json = String::from_utf8(json).unwrap();
+        let back: Vec<String> = conn
+            .prepare("SELECT value FROM json_each(?1) ORDER BY key")
+            .unwrap()
+            .query_map([&json], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, strings, "{json}");
+
+        let numbers = [
+            0,
+            7,
+            9,
+            10,
+            99,
+            100,
+            101,
+            1_733_000_000_123,
+            -1,
+            -100,
+            i64::MAX,
+            i64::MIN,
+        ];
+        for n in numbers {
+            let mut json = Vec::new();
+            push_json_int(&mut json, n);
+            assert_eq!(String::from_utf8(json.clone()).unwrap(), n.to_string());
+            let back: i64 = conn
+                .query_row(
+                    "SELECT json_extract(?1, '$')",
+                    [String::from_utf8(json).unwrap()],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(back, n);
+        }
     }
 }

@@ -10,7 +10,7 @@ use keyhaven::{AuditQuery, CredentialKey, ErrorKind, Secret, StoreOptions};
 use keyhaven_daemon::identity::Identity;
 use keyhaven_daemon::rpc::policy::{Policy, PolicyConfig};
 use keyhaven_daemon::store::Database;
-use keyhaven_daemon::store::audit::{AuditLog, Operation, Record, Retention};
+use keyhaven_daemon::store::audit::{AuditLog, Filter, Operation, Record, Retention};
 use keyhaven_proto::pb;
 use keyhaven_tests::{TestDaemon, TestEnv};
 
@@ -203,6 +203,158 @@ async fn a_retrieve_during_a_flood_of_audited_calls_is_in_the_audit_log() {
         "a Retrieve was served but is not in the audit log: {entries:?}"
     );
     assert!(read.is_ok(), "the retrieve was refused: {read:?}");
+}
+
+/// The successful reads of one caller in a batch are one row (a group),
+/// yet every read is an entry of its own: in the order of the requests
+/// around a refusal, paged without loss or repetition, found by key and
+/// by time.
+#[tokio::test]
+async fn reads_of_many_credentials_are_one_row_and_each_an_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let db = Database::open(&path).await.unwrap();
+    let audit = AuditLog::start(db.clone());
+    let who = Identity {
+        uid: 1000,
+        pid: 42,
+        executable: Some("/usr/bin/player".into()),
+        app_id: None,
+    };
+    let key = |i: usize| {
+        keyhaven_proto::CanonicalKey::new("jellyfin", &format!("srv-{i}"), "u", "").unwrap()
+    };
+    let before = keyhaven_proto::time::now_unix_ms();
+    // 30 reads of distinct credentials (the 3rd read twice), a refusal,
+    // then 10 more reads.
+    let mut expected: Vec<(String, String)> = Vec::new();
+    for i in 0..30 {
+        audit.read(7, &who, key(i).view()).await.unwrap();
+        if i != 3 {
+            expected.push(("retrieve".into(), key(i).to_string()));
+        }
+        if i == 5 {
+            audit.read(7, &who, key(3).view()).await.unwrap();
+        }
+    }
+    expected.insert(3, ("retrieve".into(), key(3).to_string()));
+    let refused = tonic::Status::not_found("no such credential");
+    audit
+        .request(7, &who, Operation::Retrieve, Some(key(99)), Some(&refused))
+        .await
+        .unwrap();
+    expected.push(("retrieve".into(), key(99).to_string()));
+    for i in 30..40 {
+        audit.read(7, &who, key(i).view()).await.unwrap();
+        expected.push(("retrieve".into(), key(i).to_string()));
+    }
+    audit.flush().await;
+    let after = keyhaven_proto::time::now_unix_ms();
+
+    let query = |filter: Filter| {
+        let audit = audit.clone();
+        async move { audit.query(&filter).await.unwrap() }
+    };
+    let all = query(Filter {
+        limit: 1000,
+        ..Filter::default()
+    })
+    .await;
+    let seen: Vec<(String, String)> = all
+        .iter()
+        .rev()
+        .map(|e| (e.operation.clone(), e.key.as_ref().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "one entry per credential read, in request order"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].id > w[1].id),
+        "ids strictly newest first"
+    );
+    let twice = all.iter().find(|e| e.key == Some(key(3))).unwrap();
+    assert!(
+        twice.detail.starts_with("2 reads, the last at "),
+        "{twice:?}"
+    );
+    let no = all.iter().find(|e| e.key == Some(key(99))).unwrap();
+    assert_eq!(
+        (no.outcome.as_str(), no.detail.as_str()),
+        ("NOT_FOUND", "no such credential")
+    );
+    assert!(
+        all.iter()
+            .all(|e| e.uid == 1000 && e.pid == 42 && e.executable == "/usr/bin/player")
+    );
+
+    // Pages of 7, each starting below the last id of the one before.
+    let mut paged = Vec::new();
+    let mut before_id = None;
+    loop {
+        let page = query(Filter {
+            limit: 7,
+            before_id,
+            ..Filter::default()
+        })
+        .await;
+        let Some(last) = page.last() else { break };
+        before_id = Some(last.id);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+
+    // By key, from the middle of a group; by time, and by program.
+    let by_key = query(Filter {
+        key: Some(key(17)),
+        limit: 100,
+        ..Filter::default()
+    })
+    .await;
+    assert_eq!(by_key.len(), 1);
+    assert_eq!(
+        by_key[0],
+        *all.iter().find(|e| e.key == Some(key(17))).unwrap()
+    );
+    let in_time = query(Filter {
+        since: Some(before),
+        until: Some(after + 1),
+        limit: 1000,
+        ..Filter::default()
+    })
+    .await;
+    assert_eq!(in_time, all);
+    for (since, until) in [(Some(after + 1), None), (None, Some(before))] {
+        let none = query(Filter {
+            since,
+            until,
+            limit: 1000,
+            ..Filter::default()
+        })
+        .await;
+        assert!(none.is_empty(), "{since:?}..{until:?}: {none:?}");
+    }
+    let other_program = query(Filter {
+        program: Some("browser".into()),
+        limit: 1000,
+        ..Filter::default()
+    })
+    .await;
+    assert!(other_program.is_empty());
+
+    // What the file holds: the reads before the refusal in one row, the
+    // refusal, the reads after it (a batch may be cut in two by the
+    // linger, so a row more at most each side).
+    drop(audit);
+    db.close().await;
+    let mut conn = keyhaven_tests::db_connection(&path, true).await;
+    let (rows, entries): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), SUM(entries) FROM audit_log")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(entries, i64::try_from(all.len()).unwrap());
+    assert!(rows <= 5, "{rows} rows for {entries} entries");
 }
 
 #[tokio::test]
@@ -525,24 +677,29 @@ async fn an_audit_record_is_an_append_and_a_query_by_key_finds_only_its_own() {
 }
 
 /// How many reads of `user`'s credential the audit rows count, read from
-/// the database file, without asking the daemon to flush anything.
+/// the database file, without asking the daemon to flush anything: rows
+/// of one read (none, since reads are grouped) and the elements of group
+/// rows (`[first_at, last_at, reads, provider, server_id, user_id,
+/// token_type]`, see migration `20261202000003_audit_read_groups.sql`).
 async fn reads_in_file(db: &Path, user: &str) -> u64 {
     let mut conn = keyhaven_tests::db_connection(db, true).await;
-    let details: Vec<(String,)> = sqlx::query_as(
-        "SELECT detail FROM audit_log WHERE operation = 'retrieve' AND outcome = 'OK' \
-         AND user_id = ?",
+    let single: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE operation = 'retrieve' AND outcome = 'OK' \
+         AND reads IS NULL AND user_id = ?",
     )
     .bind(user)
-    .fetch_all(&mut conn)
+    .fetch_one(&mut conn)
     .await
     .unwrap();
-    details
-        .iter()
-        .map(|(d,)| match d.split_once(" reads, the last at ") {
-            Some((n, _)) => n.parse::<u64>().unwrap(),
-            None => 1,
-        })
-        .sum()
+    let grouped: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM(e.value ->> 2), 0) FROM audit_log, json_each(audit_log.reads) AS e \
+         WHERE audit_log.reads IS NOT NULL AND e.value ->> 5 = ?",
+    )
+    .bind(user)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    u64::try_from(single + grouped).unwrap()
 }
 
 #[tokio::test]
