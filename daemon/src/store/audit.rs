@@ -775,6 +775,20 @@ fn group_reads(batch: Vec<Record>) -> Vec<Row> {
             && r.outcome == "OK"
             && r.detail.is_empty()
     }
+    /// The same identity, strings and all (not only equal ones).
+    fn same_strings(a: &Identity, b: &Identity) -> bool {
+        fn same(x: &Option<Arc<str>>, y: &Option<Arc<str>>) -> bool {
+            match (x, y) {
+                (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                (None, None) => true,
+                _ => false,
+            }
+        }
+        a.uid == b.uid
+            && a.pid == b.pid
+            && same(&a.executable, &b.executable)
+            && same(&a.app_id, &b.app_id)
+    }
     fn same_caller(a: &Record, b: &Record) -> bool {
         let (x, y) = (&a.caller, &b.caller);
         x.uid == y.uid && x.pid == y.pid && x.executable == y.executable && x.app_id == y.app_id
@@ -784,14 +798,24 @@ fn group_reads(batch: Vec<Record>) -> Vec<Row> {
     let state = foldhash::fast::RandomState::default();
     // The row each caller's reads go to, while it takes more.
     let mut open: HashMap<u64, usize, foldhash::fast::RandomState> =
-        HashMap::with_hasher(state.clone());
+        HashMap::with_capacity_and_hasher(batch.len(), state.clone());
     // Where each credential's reads are in their caller's open row.
     let mut elements: HashMap<u64, (usize, usize), foldhash::fast::RandomState> =
-        HashMap::with_hasher(state.clone());
-    let mut rows: Vec<Row> = Vec::new();
+        HashMap::with_capacity_and_hasher(batch.len(), state.clone());
+    let mut rows: Vec<Row> = Vec::with_capacity(batch.len());
+    // The last caller hashed: a connection's records share its identity's
+    // strings, so a run of them is hashed once.
+    let mut last: Option<(Identity, u64)> = None;
     for record in batch {
         let c = &record.caller;
-        let caller = state.hash_one((c.uid, c.pid, &c.executable, &c.app_id));
+        let caller = match &last {
+            Some((seen, hash)) if same_strings(seen, c) => *hash,
+            _ => {
+                let hash = state.hash_one((c.uid, c.pid, &c.executable, &c.app_id));
+                last = Some((c.clone(), hash));
+                hash
+            }
+        };
         let row = open.get(&caller).copied().filter(|&i| match &rows[i] {
             Row::Reads(reads) => same_caller(&reads[0], &record),
             Row::One(_) => false,
@@ -931,9 +955,15 @@ fn reads_json(reads: &[Record]) -> String {
             json.push(b',');
         }
         json.push(b'[');
+        let at = json.len();
         push_json_int(&mut json, r.at);
         json.push(b',');
-        push_json_int(&mut json, r.last_at);
+        if r.last_at == r.at {
+            // One read: its last is its first, already written.
+            json.extend_from_within(at..json.len() - 1);
+        } else {
+            push_json_int(&mut json, r.last_at);
+        }
         json.push(b',');
         push_json_int(&mut json, i64::try_from(r.reads).unwrap_or(i64::MAX));
         if let Some(k) = r.key.as_deref() {
