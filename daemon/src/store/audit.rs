@@ -369,15 +369,16 @@ impl AuditLog {
     /// Records a successful read of `key` by `caller` on connection
     /// `conn`: counted in the connection's slot when that holds reads of
     /// the same credential, otherwise put there, displacing the slot's
-    /// reads into the queue (see [`ReadSlots`]). Fails like
-    /// [`Self::record`].
+    /// reads into the queue (see [`ReadSlots`]). `shared` is as for
+    /// [`Self::try_read`]. Fails like [`Self::record`].
     pub async fn read(
         &self,
         conn: u64,
         caller: &Identity,
         key: KeyRef<'_>,
+        shared: Option<&Arc<CanonicalKey>>,
     ) -> Result<(), AuditUnavailable> {
-        match self.try_read(conn, caller, key, None) {
+        match self.try_read(conn, caller, key, shared) {
             Some(done) => done,
             // The wait for room, boxed: the future of a read that needs no
             // room stays small.
@@ -509,7 +510,9 @@ impl AuditLog {
         status: Option<&tonic::Status>,
     ) -> Result<(), AuditUnavailable> {
         match (operation, key, status) {
-            (Operation::Retrieve, Some(key), None) => self.read(conn, caller, key.view()).await,
+            (Operation::Retrieve, Some(key), None) => {
+                self.read(conn, caller, key.view(), None).await
+            }
             (operation, key, status) => {
                 let holds = |s: &Option<Pending>| s.as_ref().is_some_and(|p| p.conn == conn);
                 if holds(&self.reads.slot(conn)) {
@@ -699,6 +702,7 @@ async fn writer(
 ) {
     let mut batch = Vec::new();
     let mut waiting = Vec::new();
+    let mut keys = KeyJson::default();
     while let Some(first) = rx.recv().await {
         if !matches!(first, Message::Flush(_)) {
             tokio::select! {
@@ -716,7 +720,7 @@ async fn writer(
                     Message::Flush(ack) => waiting.push(ack),
                 }
                 if batch.len() == BATCH {
-                    write_until_done(&store, &mut batch, &failing).await;
+                    write_until_done(&store, &mut batch, &failing, &mut keys).await;
                 }
                 next = rx.try_recv().ok();
             }
@@ -730,13 +734,13 @@ async fn writer(
             drained = true;
             next = rx.try_recv().ok();
         }
-        write_until_done(&store, &mut batch, &failing).await;
+        write_until_done(&store, &mut batch, &failing, &mut keys).await;
         for ack in waiting.drain(..) {
             let _ = ack.send(());
         }
     }
     reads.drain_into(&mut batch);
-    write_until_done(&store, &mut batch, &failing).await;
+    write_until_done(&store, &mut batch, &failing, &mut keys).await;
 }
 
 /// What a batch writes: a row per record, except for successful reads,
@@ -751,8 +755,9 @@ async fn writer(
 #[derive(Debug)]
 enum Row {
     One(Record),
-    /// Successful reads of one caller, in the order of their first read.
-    Reads(Vec<Record>),
+    /// Successful reads of one caller, in the order of their first read,
+    /// and their `reads` column (filled in by [`write_until_done`]).
+    Reads(Vec<Record>, String),
 }
 
 impl Row {
@@ -760,7 +765,7 @@ impl Row {
     fn entries(&self) -> usize {
         match self {
             Self::One(_) => 1,
-            Self::Reads(reads) => reads.len(),
+            Self::Reads(reads, _) => reads.len(),
         }
     }
 }
@@ -817,7 +822,7 @@ fn group_reads(batch: Vec<Record>) -> Vec<Row> {
             }
         };
         let row = open.get(&caller).copied().filter(|&i| match &rows[i] {
-            Row::Reads(reads) => same_caller(&reads[0], &record),
+            Row::Reads(reads, _) => same_caller(&reads[0], &record),
             Row::One(_) => false,
         });
         if !foldable(&record) {
@@ -831,10 +836,10 @@ fn group_reads(batch: Vec<Record>) -> Vec<Row> {
         let Some(i) = row else {
             open.insert(caller, rows.len());
             elements.insert(element, (rows.len(), 0));
-            rows.push(Row::Reads(vec![record]));
+            rows.push(Row::Reads(vec![record], String::new()));
             continue;
         };
-        let Row::Reads(reads) = &mut rows[i] else {
+        let Row::Reads(reads, _) = &mut rows[i] else {
             unreachable!("open rows are groups")
         };
         match elements.get(&element) {
@@ -855,7 +860,12 @@ fn group_reads(batch: Vec<Record>) -> Vec<Row> {
 
 /// Writes the batch, retrying (and refusing audited requests meanwhile)
 /// until it is in the log. A record is never thrown away.
-async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &AtomicBool) {
+async fn write_until_done(
+    store: &Database,
+    batch: &mut Vec<Record>,
+    failing: &AtomicBool,
+    keys: &mut KeyJson,
+) {
     if batch.is_empty() {
         return;
     }
@@ -863,7 +873,13 @@ async fn write_until_done(store: &Database, batch: &mut Vec<Record>, failing: &A
     // end of the batch are as old as their first read. (A stable sort: the
     // records of one instant keep the order they were queued in.)
     batch.sort_by_key(|r| r.at);
-    let rows: Arc<[Row]> = group_reads(std::mem::take(batch)).into();
+    let mut rows = group_reads(std::mem::take(batch));
+    for row in &mut rows {
+        if let Row::Reads(reads, json) = row {
+            *json = reads_json(reads, keys);
+        }
+    }
+    let rows: Arc<[Row]> = rows.into();
     let mut delay = Duration::from_millis(100);
     loop {
         match write_batch(store, rows.clone()).await {
@@ -935,7 +951,7 @@ fn insert_sql(rows: usize) -> String {
 /// The `reads` column of a group: a JSON array with an element
 /// `[first_at, last_at, reads, provider, server_id, user_id, token_type]`
 /// per credential read.
-fn reads_json(reads: &[Record]) -> String {
+fn reads_json(reads: &[Record], keys: &mut KeyJson) -> String {
     // Room for every element: three numbers of up to 20 characters, the
     // key's fields, quotes and commas (escapes are rare: keys are names).
     let room = reads
@@ -966,16 +982,56 @@ fn reads_json(reads: &[Record]) -> String {
         }
         json.push(b',');
         push_json_int(&mut json, i64::try_from(r.reads).unwrap_or(i64::MAX));
-        if let Some(k) = r.key.as_deref() {
-            for field in [k.provider(), k.server_id(), k.user_id(), k.token_type()] {
-                json.push(b',');
-                push_json_string(&mut json, field);
-            }
+        if let Some(k) = &r.key {
+            json.extend_from_slice(keys.of(k));
         }
         json.push(b']');
     }
     json.push(b']');
     String::from_utf8(json).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The end of a group element for each key written lately,
+/// `,"provider","server_id","user_id","token_type"`, by the key's address:
+/// reads share the read cache's copy of a key, so a credential read again
+/// and again is encoded once, not once per read.
+#[derive(Default)]
+struct KeyJson(std::collections::HashMap<usize, KeptKey, foldhash::fast::RandomState>);
+
+/// A key [`KeyJson`] holds (so that its address stays its own) and its
+/// encoding.
+type KeptKey = (Arc<CanonicalKey>, Box<[u8]>);
+
+impl KeyJson {
+    /// Keys kept (each with its encoding, some 100 bytes).
+    const MOST: usize = 4096;
+
+    fn of(&mut self, key: &Arc<CanonicalKey>) -> &[u8] {
+        let at = Arc::as_ptr(key) as usize;
+        // An entry holds its key, so no other key can be at that address
+        // while the entry is here.
+        if !self
+            .0
+            .get(&at)
+            .is_some_and(|(kept, _)| Arc::ptr_eq(kept, key))
+        {
+            if self.0.len() >= Self::MOST {
+                self.0.clear();
+            }
+            let mut json = Vec::with_capacity(64);
+            for field in [
+                key.provider(),
+                key.server_id(),
+                key.user_id(),
+                key.token_type(),
+            ] {
+                json.push(b',');
+                push_json_string(&mut json, field);
+            }
+            self.0.insert(at, (key.clone(), json.into_boxed_slice()));
+        }
+        self.0.get(&at).map_or(&[], |(_, json)| json)
+    }
 }
 
 /// Appends `n` in decimal, two digits at a time.
@@ -1048,12 +1104,12 @@ async fn write_batch(store: &Database, rows: Arc<[Row]>) -> Result<(), StoreErro
                 .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM audit_log")?
                 .query_row([], |r| r.get(0))?;
             let mut ones: Vec<(i64, &Record)> = Vec::with_capacity(rows.len());
-            let mut groups: Vec<(i64, &[Record])> = Vec::new();
+            let mut groups: Vec<(i64, &[Record], &str)> = Vec::new();
             for row in rows.iter() {
                 let last = next + i64::try_from(row.entries()).unwrap_or(i64::MAX) - 1;
                 match row {
                     Row::One(r) => ones.push((last, r)),
-                    Row::Reads(reads) => groups.push((last, reads)),
+                    Row::Reads(reads, json) => groups.push((last, reads, json)),
                 }
                 next = last + 1;
             }
@@ -1083,7 +1139,7 @@ async fn write_batch(store: &Database, rows: Arc<[Row]>) -> Result<(), StoreErro
                      operation, outcome, entries, reads) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, 'retrieve', 'OK', ?, ?)",
                 )?;
-                for (id, reads) in groups {
+                for (id, reads, json) in groups {
                     let caller = &reads[0].caller;
                     let first = reads.iter().map(|r| r.at).min().unwrap_or(0);
                     let last = reads.iter().map(|r| r.last_at).max().unwrap_or(first);
@@ -1096,7 +1152,7 @@ async fn write_batch(store: &Database, rows: Arc<[Row]>) -> Result<(), StoreErro
                         caller.executable.as_deref().unwrap_or(""),
                         caller.app_id.as_deref().unwrap_or(""),
                         i64::try_from(reads.len()).unwrap_or(i64::MAX),
-                        reads_json(reads),
+                        json,
                     ])?;
                 }
             }
@@ -1274,7 +1330,73 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{push_json_int, push_json_string};
+    use super::{KeyJson, Operation, Record, push_json_int, push_json_string, reads_json};
+    use crate::identity::Identity;
+    use keyhaven_proto::CanonicalKey;
+    use std::sync::Arc;
+
+    /// A group's JSON names each read's own credential, whether its key's
+    /// encoding was made for it or kept from an earlier read (the same
+    /// copy of the key, an equal copy, a different key, after the cache
+    /// was emptied).
+    #[test]
+    fn each_element_names_its_own_credential_through_the_key_cache() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let who = Identity {
+            uid: 1,
+            pid: 2,
+            executable: None,
+            app_id: None,
+        };
+        let key = |s: &str| Arc::new(CanonicalKey::new("jellyfin", s, "u\"q", "").unwrap());
+        let read = |k: &Arc<CanonicalKey>, at: i64| {
+            let mut r = Record::new(
+                at,
+                who.clone(),
+                Operation::Retrieve,
+                None,
+                "OK",
+                String::new(),
+            );
+            r.key = Some(k.clone());
+            r
+        };
+        let (a, b) = (key("a"), key("b"));
+        let mut keys = KeyJson::default();
+        let mut reads = vec![read(&a, 5), read(&b, 6), read(&a, 7), read(&key("a"), 8)];
+        reads[1].reads = 3;
+        reads[1].last_at = 9;
+        for _ in 0..KeyJson::MOST + 3 {
+            keys.of(&key("filler"));
+        }
+        for _ in 0..2 {
+            let json = reads_json(&reads, &mut keys);
+            let back: Vec<(i64, i64, i64, String, String)> = conn
+                .prepare(
+                    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 4, value ->> 5 \
+                     FROM json_each(?1) ORDER BY key",
+                )
+                .unwrap()
+                .query_map([&json], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let q = "u\"q".to_owned();
+            assert_eq!(
+                back,
+                [
+                    (5, 5, 1, "a".to_owned(), q.clone()),
+                    (6, 9, 3, "b".to_owned(), q.clone()),
+                    (7, 7, 1, "a".to_owned(), q.clone()),
+                    (8, 8, 1, "a".to_owned(), q),
+                ],
+                "{json}"
+            );
+        }
+        assert!(keys.0.len() <= KeyJson::MOST);
+    }
 
     /// What `reads_json` writes, SQLite's JSON functions read back exactly:
     /// strings with quotes, backslashes, control and non-ASCII characters,
