@@ -65,11 +65,16 @@ impl Credentials for CredentialsService {
         }
         // Boxed: the future allocated for every Retrieve stays small.
         Box::pin(async {
-            let result = match &key {
-                Ok(key) => self.retrieve_one(&peer.identity, *key).await,
-                Err(e) => Err(ServiceError::Key(e.clone())),
+            let (result, shared) = match &key {
+                Ok(key) => match self.retrieve_one(&peer.identity, *key).await {
+                    Ok((answer, shared)) => (Ok(answer), shared),
+                    Err(e) => (Err(e), None),
+                },
+                Err(e) => (Err(ServiceError::Key(e.clone())), None),
             };
-            self.shared.finish_read(&peer, key.ok(), result).await
+            self.shared
+                .finish_read(&peer, key.ok(), shared.as_ref(), result)
+                .await
         })
         .await
     }
@@ -204,11 +209,14 @@ impl CredentialsService {
             .finish_read_now(peer, key, &cached.key, || read_response(&cached, secret))
     }
 
+    /// A read by the general path: the answer, and the read cache's copy
+    /// of the key when the read went through the cache (for the audit
+    /// record to share).
     async fn retrieve_one(
         &self,
         who: &Identity,
         key: KeyRef<'_>,
-    ) -> Result<pb::RetrieveResponse, ServiceError> {
+    ) -> Result<(pb::RetrieveResponse, Option<Arc<CanonicalKey>>), ServiceError> {
         self.shared
             .allow(who, Access::Read, key.provider(), key.server_id())?;
         let store = self.shared.vault.store()?;
@@ -221,15 +229,16 @@ impl CredentialsService {
                     .on_miss(&store, &key, &self.shared.audit, miss);
                 // Boxed: the future of a read the store answers stays small.
                 let (meta, secret) = Box::pin(legacy).await?;
-                return Ok(pb::RetrieveResponse {
+                let answer = pb::RetrieveResponse {
                     metadata: Some(to_pb(meta)),
                     secret: secret.into_vec(),
                     encoded_metadata: None,
-                });
+                };
+                return Ok((answer, None));
             }
             other => other?,
         };
-        Ok(read_response(&cached, secret))
+        Ok((read_response(&cached, secret), Some(cached.key.clone())))
     }
 
     async fn delete_one(

@@ -189,18 +189,24 @@ impl Shared {
 
     /// [`Self::finish`] for a Retrieve, whose key is borrowed from the
     /// request: a successful read is counted in the audit log without a
-    /// copy of the key.
+    /// copy of the key (`shared`, the read cache's, when the read found
+    /// one).
     pub(crate) async fn finish_read<T>(
         &self,
         peer: &Peer,
         key: Option<KeyRef<'_>>,
+        shared: Option<&Arc<CanonicalKey>>,
         result: Result<T, ServiceError>,
     ) -> Result<Response<T>, Status> {
         let op = Operation::Retrieve;
         let result = result.map(Response::new).map_err(Status::from);
         log_outcome(op, &peer.identity, key, result.as_ref().err());
         let recorded = match (&result, key) {
-            (Ok(_), Some(key)) => self.audit.read(peer.conn, &peer.identity, key).await,
+            (Ok(_), Some(key)) => {
+                self.audit
+                    .read(peer.conn, &peer.identity, key, shared)
+                    .await
+            }
             // Boxed: the future of a successful read stays small.
             (result, key) => {
                 let key = key.map(KeyRef::to_owned);

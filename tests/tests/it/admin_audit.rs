@@ -229,12 +229,12 @@ async fn reads_of_many_credentials_are_one_row_and_each_an_entry() {
     // then 10 more reads.
     let mut expected: Vec<(String, String)> = Vec::new();
     for i in 0..30 {
-        audit.read(7, &who, key(i).view()).await.unwrap();
+        audit.read(7, &who, key(i).view(), None).await.unwrap();
         if i != 3 {
             expected.push(("retrieve".into(), key(i).to_string()));
         }
         if i == 5 {
-            audit.read(7, &who, key(3).view()).await.unwrap();
+            audit.read(7, &who, key(3).view(), None).await.unwrap();
         }
     }
     expected.insert(3, ("retrieve".into(), key(3).to_string()));
@@ -245,7 +245,7 @@ async fn reads_of_many_credentials_are_one_row_and_each_an_entry() {
         .unwrap();
     expected.push(("retrieve".into(), key(99).to_string()));
     for i in 30..40 {
-        audit.read(7, &who, key(i).view()).await.unwrap();
+        audit.read(7, &who, key(i).view(), None).await.unwrap();
         expected.push(("retrieve".into(), key(i).to_string()));
     }
     audit.flush().await;
