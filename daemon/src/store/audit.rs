@@ -747,8 +747,9 @@ async fn writer(
 /// which are grouped: one row holds the reads one caller made in the
 /// batch (which spans at most [`LINGER`]), up to that caller's next other
 /// record, so that a connection's records stay in the order of its
-/// requests. In a group, the reads of one credential are folded into one
-/// element, which says how many reads it stands for and when the last
+/// requests. In a group, the reads of one credential (that share the read
+/// cache's copy of its key, as reads the cache answers do) are folded into
+/// one element, which says how many reads it stands for and when the last
 /// was: `keyhaven audit` still shows every credential read, by whom and
 /// when, and a read of another credential costs an element of a row, not
 /// a row (migration `20261202000003_audit_read_groups.sql`).
@@ -832,7 +833,10 @@ fn group_reads(batch: Vec<Record>) -> Vec<Row> {
             rows.push(Row::One(record));
             continue;
         }
-        let element = state.hash_one((caller, &record.key));
+        // By the address of the key: reads of a credential share the read
+        // cache's copy, so this folds them without hashing four strings; a
+        // read with a copy of its own gets an element of its own.
+        let element = state.hash_one((caller, record.key.as_ref().map(Arc::as_ptr)));
         let Some(i) = row else {
             open.insert(caller, rows.len());
             elements.insert(element, (rows.len(), 0));

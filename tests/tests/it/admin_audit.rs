@@ -224,17 +224,26 @@ async fn reads_of_many_credentials_are_one_row_and_each_an_entry() {
     let key = |i: usize| {
         keyhaven_proto::CanonicalKey::new("jellyfin", &format!("srv-{i}"), "u", "").unwrap()
     };
+    // Each credential's key as the read cache shares it with the audit log.
+    let cached: Vec<Arc<keyhaven_proto::CanonicalKey>> =
+        (0..40).map(|i| Arc::new(key(i))).collect();
     let before = keyhaven_proto::time::now_unix_ms();
     // 30 reads of distinct credentials (the 3rd read twice), a refusal,
     // then 10 more reads.
     let mut expected: Vec<(String, String)> = Vec::new();
     for i in 0..30 {
-        audit.read(7, &who, key(i).view(), None).await.unwrap();
+        audit
+            .read(7, &who, key(i).view(), Some(&cached[i]))
+            .await
+            .unwrap();
         if i != 3 {
             expected.push(("retrieve".into(), key(i).to_string()));
         }
         if i == 5 {
-            audit.read(7, &who, key(3).view(), None).await.unwrap();
+            audit
+                .read(7, &who, key(3).view(), Some(&cached[3]))
+                .await
+                .unwrap();
         }
     }
     expected.insert(3, ("retrieve".into(), key(3).to_string()));
@@ -244,8 +253,11 @@ async fn reads_of_many_credentials_are_one_row_and_each_an_entry() {
         .await
         .unwrap();
     expected.push(("retrieve".into(), key(99).to_string()));
-    for i in 30..40 {
-        audit.read(7, &who, key(i).view(), None).await.unwrap();
+    for (i, shared) in cached.iter().enumerate().skip(30) {
+        audit
+            .read(7, &who, key(i).view(), Some(shared))
+            .await
+            .unwrap();
         expected.push(("retrieve".into(), key(i).to_string()));
     }
     audit.flush().await;
