@@ -1022,20 +1022,28 @@ impl KeyJson {
             if self.0.len() >= Self::MOST {
                 self.0.clear();
             }
-            let mut json = Vec::with_capacity(64);
-            for field in [
-                key.provider(),
-                key.server_id(),
-                key.user_id(),
-                key.token_type(),
-            ] {
-                json.push(b',');
-                push_json_string(&mut json, field);
-            }
+            let json = key_json(key);
             self.0.insert(at, (key.clone(), json.into_boxed_slice()));
         }
         self.0.get(&at).map_or(&[], |(_, json)| json)
     }
+}
+
+/// How a group element ends for `key`:
+/// `,"provider","server_id","user_id","token_type"` (its closing `]` not
+/// included).
+fn key_json(key: &CanonicalKey) -> Vec<u8> {
+    let mut json = Vec::with_capacity(64);
+    for field in [
+        key.provider(),
+        key.server_id(),
+        key.user_id(),
+        key.token_type(),
+    ] {
+        json.push(b',');
+        push_json_string(&mut json, field);
+    }
+    json
 }
 
 /// Appends `n` in decimal, two digits at a time.
@@ -1184,11 +1192,7 @@ fn query_entries(conn: &rusqlite::Connection, filter: &Filter) -> rusqlite::Resu
     // How a group's element for the key ends: only groups holding it are
     // read (the encoding is the one `reads_json` writes).
     let element_end = k.map(|k| {
-        let mut end = Vec::new();
-        for field in [k.provider(), k.server_id(), k.user_id(), k.token_type()] {
-            end.push(b',');
-            push_json_string(&mut end, field);
-        }
+        let mut end = key_json(k);
         end.push(b']');
         String::from_utf8_lossy(&end).into_owned()
     });
